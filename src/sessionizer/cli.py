@@ -1,0 +1,87 @@
+"""The `sessionizer` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sessionizer",
+        description="Final per-player sessions and rolling summaries for Xtremepush: one record per closed window.",
+    )
+    parser.add_argument("--version", action="version", version=f"sessionizer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    replay = commands.add_parser("replay", help="run the aggregation over JSON-lines files (one partition)")
+    replay.add_argument("--config", required=True, help="the TOML config")
+    replay.add_argument("--output-dir", required=True, help="where DIR/<topic>.jsonl files are written")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    replay.add_argument("inputs", nargs="+", metavar="INPUT", help="JSON-lines files, .gz too; - is stdin")
+
+    generate = commands.add_parser("generate", help="write a realistic, reproducible spin stream (JSON lines)")
+    generate.add_argument("--events", type=int, default=4000)
+    generate.add_argument("--players", type=int, default=300)
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--delayed-share", type=float, default=0.05,
+                          help="share of records arriving out of order (by up to --max-delay-ms)")
+    generate.add_argument("--max-delay-ms", type=int, default=20_000)
+    generate.add_argument("--late-share", type=float, default=0.0, help="share arriving an hour late")
+    generate.add_argument("--malformed-share", type=float, default=0.0, help="share of broken lines")
+    generate.add_argument("--other-events-share", type=float, default=0.0, help="share of non-spin events")
+    generate.add_argument("--output", "-o", default="-", help="file to write (.gz compresses); - is stdout")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "generate":
+            return _generate(args)
+    except ConfigError as error:
+        return _fail(f"config: {error}")
+    except KeyboardInterrupt:
+        return 130
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import ReplayError, replay, summary
+
+    spec = load_config(args.config, live=False)
+    try:
+        result = replay(spec, args.inputs, args.output_dir, progress=sys.stderr.isatty() and not args.no_progress)
+    except ReplayError as error:
+        return _fail(str(error))
+    print(summary(result), file=sys.stderr)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import gzip
+
+    from .sample import SampleShape, generate
+
+    shape = SampleShape(events=args.events, players=args.players, seed=args.seed, max_delay_ms=args.max_delay_ms,
+                        delayed_share=args.delayed_share, late_share=args.late_share,
+                        malformed_share=args.malformed_share, other_events_share=args.other_events_share)
+    if args.output == "-":
+        sink = sys.stdout.buffer
+    else:
+        try:
+            sink = gzip.open(args.output, "wb") if args.output.endswith(".gz") else open(args.output, "wb")
+        except OSError as error:
+            return _fail(f"{args.output}: cannot write ({error.strerror})")
+    with sink:
+        for line in generate(shape):
+            sink.write(line)
+            sink.write(b"\n")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"sessionizer: error: {message}", file=sys.stderr)
+    return 2

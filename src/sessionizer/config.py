@@ -1,0 +1,200 @@
+"""The TOML config: read, validate, and turn into the core's JobSpec.
+
+Every problem is a ConfigError whose message starts with the key it is about
+(`sessions.gap: ...`, `rolling[1].topic: ...`), raised before any record is read.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .core.events import KAFKA_TIMESTAMP, InputFields
+from .core.sessions import SessionRules
+from .core.spec import JobSpec, RollingOutput, SessionOutput
+from .core.windows import WindowRules
+
+
+class ConfigError(ValueError):
+    pass
+
+
+Duration = str | int
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class InputTable(_Table):
+    key: str = "user_id"
+    time: str = "timestamp"
+    stake: str = "value.stake"
+    win: str = "value.win"
+    game_code: str = "value.game_code"
+    channel: str = "value.channel"
+    events: list[str] = []
+
+
+class SessionsTable(_Table):
+    topic: str = "xp-session-events"
+    gap: Duration = "10m"
+    grace: Duration = 0
+    max_duration: Duration | None = None
+    max_events: int | None = None
+    event_name: str = "session"
+    timestamp: str = "start"
+
+
+class RollingTable(_Table):
+    topic: str
+    size: Duration
+    advance: Duration | None = None
+    grace: Duration = 0
+    group_by: str | None = None
+    event_name: str = "session_summary"
+
+
+class DeadLetterTable(_Table):
+    topic: str = "xp-dead-letter"
+
+
+class ConfigFile(_Table):
+    input: InputTable = msgspec.field(default_factory=InputTable)
+    sessions: SessionsTable | None = None
+    rolling: list[RollingTable] = []
+    dead_letter: DeadLetterTable = msgspec.field(default_factory=DeadLetterTable)
+
+
+_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_duration(value: Any, key: str) -> int:
+    """`250ms`, `30s`, `10m`, `2h`, or an integer of milliseconds."""
+    if type(value) is int:
+        if value < 0:
+            raise ConfigError(f"{key}: {value} is negative; a duration is >= 0")
+        return value
+    if type(value) is str:
+        match = _DURATION.fullmatch(value.strip())
+        if match:
+            return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    raise ConfigError(f"{key}: {value!r} is not a duration (like \"250ms\", \"30s\", \"10m\", \"2h\", or milliseconds)")
+
+
+def load_config(path: str | Path, *, live: bool = False) -> JobSpec:
+    """Read and validate a config file; `live` is False for replay (no Kafka timestamps)."""
+    return build_spec(read_config_file(path), live=live)
+
+
+def read_config_file(path: str | Path) -> ConfigFile:
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> ConfigFile:
+    try:
+        return msgspec.convert(raw, ConfigFile)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_explain(str(error))) from None
+
+
+def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
+    inp = config.input
+    for name in ("key", "time", "stake", "win", "game_code", "channel"):
+        _check_path(getattr(inp, name), f"input.{name}", allow_kafka_time=(name == "time"))
+    if inp.time == KAFKA_TIMESTAMP and not live:
+        raise ConfigError("input.time: \"@timestamp\" (the Kafka record timestamp) exists only in live mode "
+                          "(`sessionizer run`); replay needs a field path")
+    fields = InputFields(inp.key, inp.time, inp.stake, inp.win, inp.game_code, inp.channel, frozenset(inp.events))
+
+    sessions = None
+    if config.sessions is not None:
+        s = config.sessions
+        if s.timestamp not in ("start", "end"):
+            raise ConfigError(f"sessions.timestamp: {s.timestamp!r} is neither \"start\" nor \"end\"")
+        if s.max_events is not None and s.max_events < 1:
+            raise ConfigError(f"sessions.max_events: {s.max_events} is less than 1")
+        rules = SessionRules(
+            gap=parse_duration(s.gap, "sessions.gap"),
+            grace=parse_duration(s.grace, "sessions.grace"),
+            max_duration=None if s.max_duration is None else parse_duration(s.max_duration, "sessions.max_duration"),
+            max_events=s.max_events,
+        )
+        sessions = SessionOutput(_topic(s.topic, "sessions.topic"), rules, s.event_name, s.timestamp == "end")
+
+    rolling = []
+    for index, r in enumerate(config.rolling):
+        where = f"rolling[{index}]"
+        size = parse_duration(r.size, f"{where}.size")
+        advance = size if r.advance is None else parse_duration(r.advance, f"{where}.advance")
+        if size <= 0:
+            raise ConfigError(f"{where}.size: must be more than 0")
+        if advance <= 0:
+            raise ConfigError(f"{where}.advance: must be more than 0")
+        if size % advance:
+            raise ConfigError(f"{where}.size: {r.size!r} is not a multiple of {where}.advance {r.advance!r}")
+        if r.group_by is not None:
+            _check_path(r.group_by, f"{where}.group_by")
+        rules = WindowRules(size, advance, parse_duration(r.grace, f"{where}.grace"))
+        rolling.append(RollingOutput(_topic(r.topic, f"{where}.topic"), rules, r.event_name, r.group_by))
+
+    if sessions is None and not rolling:
+        raise ConfigError("sessions: nothing to compute: add a [sessions] table or a [[rolling]] table")
+
+    dead_letter_topic = _topic(config.dead_letter.topic, "dead_letter.topic")
+    used: dict[str, str] = {}
+    named = ([("sessions.topic", sessions.topic)] if sessions else []) + [
+        (f"rolling[{i}].topic", r.topic) for i, r in enumerate(rolling)] + [("dead_letter.topic", dead_letter_topic)]
+    for key, topic in named:
+        if topic in used:
+            raise ConfigError(f"{key}: topic {topic!r} is already used by {used[topic]}; each output needs its own")
+        used[topic] = key
+    return JobSpec(fields, sessions, tuple(rolling), dead_letter_topic)
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _topic(name: str, key: str) -> str:
+    if not _TOPIC.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{key}: {name!r} is not a Kafka topic name (letters, digits, '.', '_', '-')")
+    return name
+
+
+def _check_path(path: str, key: str, allow_kafka_time: bool = False) -> None:
+    if allow_kafka_time and path == KAFKA_TIMESTAMP:
+        return
+    if not path or any(not part for part in path.split(".")):
+        raise ConfigError(f"{key}: {path!r} is not a field path (dot-separated names, like \"value.stake\")")
+
+
+_AT = re.compile(r"^(.*?)(?: - at `\$\.?(.*)`)?$", re.S)
+
+
+def _explain(message: str) -> str:
+    """msgspec's 'Expected `int`, got `str` - at `$.sessions.max_events`' -> 'sessions.max_events: ...'."""
+    text, where = _AT.match(message).groups()
+    unknown = re.match(r"Object contains unknown field `(.*)`", text)
+    if unknown:
+        key = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+        return f"{key}: unknown key"
+    missing = re.match(r"Object missing required field `(.*)`", text)
+    if missing:
+        key = f"{where}.{missing.group(1)}" if where else missing.group(1)
+        return f"{key}: required key is missing"
+    return f"{where or 'config'}: {text[0].lower() + text[1:] if text else text}"

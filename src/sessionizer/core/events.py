@@ -1,0 +1,234 @@
+"""Decode and validate one raw input record (SPEC section 1).
+
+`EventDecoder.decode(raw)` returns one of:
+- an `Event` tuple (key, time, stake, win, game_code, channel, body): valid;
+- an `Invalid` (error code + detail naming the field): one dead letter;
+- `None`: skipped by the `events` filter (no dead letter, no effect on time).
+
+Checks run in SPEC table order and the first failure names the error.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import msgspec
+
+from .amounts import AmountError, JsonNumber, parse_amount
+from .times import TimeError, parse_time
+
+MAX_DEPTH = 1024
+KAFKA_TIMESTAMP = "@timestamp"  # the `time` setting that means "the Kafka record timestamp"
+
+# Sentinel for "the path leads nowhere", so details can say absent rather than null.
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+
+
+class Event(NamedTuple):
+    key: str
+    time: int
+    stake: int  # micro-units
+    win: int  # micro-units
+    game_code: str | None
+    channel: str | None
+    body: dict  # the decoded object, for group_by paths
+
+
+class Invalid(NamedTuple):
+    error: str  # a SPEC error code
+    detail: str
+
+
+@dataclass(frozen=True)
+class InputFields:
+    """Where each field lives in an input object (dot paths), and the event filter."""
+
+    key: str = "user_id"
+    time: str = "timestamp"
+    stake: str = "value.stake"
+    win: str = "value.win"
+    game_code: str = "value.game_code"
+    channel: str = "value.channel"
+    events: frozenset[str] = frozenset()
+
+
+Getter = Callable[[dict], Any]
+
+
+def path_getter(path: str) -> Getter:
+    """A function reading a dot path from a decoded object; ABSENT when the path
+    is missing or runs through a non-object. Built once, used per record."""
+    first, *rest = path.split(".")
+    if not rest:
+        return lambda obj: obj.get(first, ABSENT)
+    if len(rest) == 1:
+        second = rest[0]
+
+        def get_two(obj: dict) -> Any:
+            inner = obj.get(first)
+            return inner.get(second, ABSENT) if type(inner) is dict else ABSENT
+
+        return get_two
+    parts = [first, *rest]
+
+    def get_deep(obj: dict) -> Any:
+        value: Any = obj
+        for part in parts:
+            if type(value) is not dict:
+                return ABSENT
+            value = value.get(part, ABSENT)
+        return value
+
+    return get_deep
+
+
+def usable_key(value: Any) -> str | None:
+    """A key or group value: a non-empty string, or an integer as its decimal string."""
+    kind = type(value)
+    if kind is str:
+        return value or None
+    if kind is int:
+        return str(value)
+    return None
+
+
+def describe(value: Any) -> str:
+    """How a detail names a wrong value."""
+    if value is ABSENT:
+        return "absent"
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is JsonNumber or type(value) is int:
+        text = str(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    if type(value) is str:
+        return '""' if not value else '"' + (value if len(value) <= 40 else value[:37] + "...") + '"'
+    if type(value) is dict:
+        return "an object"
+    if type(value) is list:
+        return "an array"
+    return type(value).__name__
+
+
+class EventDecoder:
+    """Raw bytes -> Event | Invalid | None, per the configured field paths."""
+
+    def __init__(self, fields: InputFields) -> None:
+        self.fields = fields
+        self._json = msgspec.json.Decoder(float_hook=JsonNumber)
+        self._events = fields.events
+        self._key = path_getter(fields.key)
+        self._uses_kafka_time = fields.time == KAFKA_TIMESTAMP
+        self._time = None if self._uses_kafka_time else path_getter(fields.time)
+        self._stake = path_getter(fields.stake)
+        self._win = path_getter(fields.win)
+        self._game = path_getter(fields.game_code)
+        self._channel = path_getter(fields.channel)
+        # Depth is checked by MAX_DEPTH below, not by the interpreter's recursion
+        # limit, which msgspec would otherwise hit first (at about 1000 levels).
+        if sys.getrecursionlimit() < 4 * MAX_DEPTH:
+            sys.setrecursionlimit(4 * MAX_DEPTH)
+
+    def decode(self, raw: bytes, kafka_timestamp: int | None = None) -> Event | Invalid | None:
+        body = self.parse(raw)
+        if type(body) is not dict:
+            return body if type(body) is Invalid else Invalid("not_an_object", f"{_json_kind(body)} is not an object")
+        if self._events and not _wanted(body.get("event"), self._events):
+            return None
+        f = self.fields
+
+        raw_key = self._key(body)
+        key = usable_key(raw_key)
+        if key is None:
+            if raw_key is ABSENT or raw_key is None:
+                return Invalid("missing_key", f"{f.key}: {describe(raw_key)}")
+            return Invalid("bad_key", f"{f.key}: {describe(raw_key)} is not a non-empty string or an integer")
+
+        if self._uses_kafka_time:
+            raw_time: Any = ABSENT if kafka_timestamp is None else kafka_timestamp
+        else:
+            raw_time = self._time(body)
+        if raw_time is ABSENT or raw_time is None:
+            return Invalid("missing_time", f"{f.time}: {describe(raw_time)}")
+        try:
+            time = parse_time(raw_time)
+        except TimeError as error:
+            return Invalid("bad_time", f"{f.time}: {error}")
+
+        try:
+            stake = parse_amount(_null(self._stake(body)))
+        except AmountError as error:
+            return Invalid("bad_amount", f"{f.stake}: {error}")
+        try:
+            win = parse_amount(_null(self._win(body)))
+        except AmountError as error:
+            return Invalid("bad_amount", f"{f.win}: {error}")
+
+        game = _null(self._game(body))
+        if game is not None and type(game) is not str:
+            return Invalid("bad_field", f"{f.game_code}: {describe(game)} is not a string")
+        channel = _null(self._channel(body))
+        if channel is not None and type(channel) is not str:
+            return Invalid("bad_field", f"{f.channel}: {describe(channel)} is not a string")
+        return Event(key, time, stake, win, game, channel, body)
+
+    def parse(self, raw: bytes) -> Any:
+        """The decoded JSON value, or Invalid('invalid_json', why)."""
+        if len(raw) > 2 * MAX_DEPTH and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+            if _nesting_depth(raw) > MAX_DEPTH:
+                return Invalid("invalid_json", f"not JSON: nested more than {MAX_DEPTH} levels deep")
+        try:
+            return self._json.decode(raw)
+        except UnicodeDecodeError as error:
+            return Invalid("invalid_json", f"not JSON: not UTF-8 ({error.reason} at byte {error.start})")
+        except msgspec.ValidationError as error:  # an integer too long for this parser (RFC 8259 section 9)
+            return Invalid("invalid_json", f"not JSON: {_strip_at(str(error))}")
+        except msgspec.DecodeError as error:
+            return Invalid("invalid_json", f"not JSON: {str(error).removeprefix('JSON is malformed: ')}")
+        except RecursionError:  # pragma: no cover - the depth check above comes first
+            return Invalid("invalid_json", f"not JSON: nested more than {MAX_DEPTH} levels deep")
+
+
+def _wanted(event: Any, events: frozenset[str]) -> bool:
+    return type(event) is str and event in events
+
+
+def _null(value: Any) -> Any:
+    return None if value is ABSENT else value
+
+
+def _json_kind(value: Any) -> str:
+    if type(value) is list:
+        return "a JSON array"
+    if type(value) is str:
+        return "a JSON string"
+    if value is None:
+        return "JSON null"
+    if type(value) is bool:
+        return "a JSON boolean"
+    return "a JSON number"
+
+
+def _strip_at(message: str) -> str:
+    return message.split(" - at ", 1)[0]
+
+
+_DEPTH_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """The deepest bracket nesting outside strings (only for long, bracket-heavy input)."""
+    depth = deepest = 0
+    for token in _DEPTH_TOKENS.finditer(raw):
+        char = token.group()[:1]
+        if char in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in b"]}":
+            depth -= 1
+    return deepest

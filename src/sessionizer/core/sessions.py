@@ -1,0 +1,291 @@
+"""Capped sessions per key (SPEC section 3): the sweep, open/closed, lateness, close reasons.
+
+State per key is the key's *open* records in sweep order (event time, then
+arrival), kept compactly, plus the end of its latest closed session. Open
+sessions are derived from those records by the sweep, so an out-of-order record
+can join, extend or bridge open sessions exactly as the contract says, and
+nothing closed is ever touched again.
+
+Records that arrive in order (the common case) only look at the last open
+session; only an out-of-order record re-sweeps the key's open records.
+Closing is driven by a heap of per-key due times, never by scanning keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+# Close reasons (the `close_reason` field).
+MAX_EVENTS = "max_events"
+INACTIVITY = "inactivity"
+MAX_DURATION = "max_duration"
+END_OF_INPUT = "end_of_input"
+
+NO_CLOSED_END = -1  # event times are >= 0
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """The `[sessions]` settings that decide cuts and closes (all in milliseconds)."""
+
+    gap: int
+    grace: int = 0
+    max_duration: int | None = None
+    max_events: int | None = None
+
+    def cut_reason(self, start: int, end: int, count: int, time: int) -> str | None:
+        """Why a record at `time` cannot join a session (start, end, count); None if it joins."""
+        if self.max_events is not None and count >= self.max_events:
+            return MAX_EVENTS
+        if time - end > self.gap:
+            return INACTIVITY
+        if self.max_duration is not None and time - start > self.max_duration:
+            return MAX_DURATION
+        return None
+
+    def close_at(self, end: int, count: int) -> int:
+        """The first stream time at which a session (end, count) is closed."""
+        if count == self.max_events:
+            return end + self.grace + 1
+        return end + self.gap + self.grace + 1
+
+    def forget_at(self, closed_end: int) -> int:
+        """From this stream time on, any record at or before `closed_end` is late on its own,
+        so the key's closed end no longer needs remembering."""
+        return closed_end + self.gap + self.grace + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSession:
+    key: str
+    start: int
+    end: int
+    count: int
+    stake: int
+    win: int
+    game_code: str | None
+    channel: str | None
+    reason: str
+
+
+class KeySessions:
+    """One key's open records (sweep order) and where its open sessions start."""
+
+    __slots__ = ("times", "amounts", "labels", "starts", "closed_end", "due")
+
+    def __init__(self) -> None:
+        self.times = array("q")  # event times, sorted; ties keep arrival order
+        self.amounts = array("q")  # stake, win micros, interleaved per record
+        self.labels: list[tuple | None] = []  # (game_code, channel) or None, per record
+        self.starts: list[int] = []  # record index where each open session starts
+        self.closed_end = NO_CLOSED_END
+        self.due = 0  # the due time of this key's live heap entry
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def sessions(self) -> Iterator[tuple[int, int]]:
+        """(first, stop) record index ranges of the open sessions."""
+        starts = self.starts
+        for i, first in enumerate(starts):
+            yield first, starts[i + 1] if i + 1 < len(starts) else len(self.times)
+
+
+def sweep(times: array, rules: SessionRules) -> list[int]:
+    """Session start indexes for sorted event times: the contract's sweep."""
+    starts: list[int] = []
+    start = end = count = 0
+    for index, time in enumerate(times):
+        if not starts or rules.cut_reason(start, end, count, time) is not None:
+            starts.append(index)
+            start, count = time, 0
+        end = time
+        count += 1
+    return starts
+
+
+Emit = Callable[[ClosedSession], None]
+
+
+class SessionStore:
+    """All open sessions of one input partition."""
+
+    name = "sessions"
+
+    def __init__(self, rules: SessionRules, track_changes: bool = False) -> None:
+        self.rules = rules
+        self.keys: dict[str, KeySessions] = {}
+        self._due: list[tuple[int, int, str]] = []  # (due time, tie-break, key)
+        self._tie = 0
+        self._labels: dict[tuple, tuple] = {}  # shares equal (game, channel) pairs
+        self.track_changes = track_changes
+        self.changed: set[str] = set()
+
+    # -- records in -----------------------------------------------------------
+
+    def offer(self, key: str, time: int, stake: int, win: int, game: str | None, channel: str | None,
+              now: int, emit: Emit) -> bool:
+        """Add one record at stream time `now`; False when it is late (nothing changes).
+        An out-of-order record can move other sessions' bounds so that they close at once:
+        those go to `emit`."""
+        rules = self.rules
+        state = self.keys.get(key)
+        if state is None:
+            if rules.close_at(time, 1) <= now:
+                return False
+            state = self.keys[key] = KeySessions()
+        elif time <= state.closed_end:
+            return False
+
+        times = state.times
+        count_all = len(times)
+        if count_all == 0 or time >= times[-1]:
+            # In order: the record joins the last open session or opens a new one.
+            if count_all:
+                first = state.starts[-1]
+                count = count_all - first
+                cut = rules.cut_reason(times[first], times[-1], count, time)
+            else:
+                cut, count = MAX_EVENTS, 0
+            due = rules.close_at(time, 1 if cut else count + 1)
+            if due <= now:
+                return False
+            if cut:
+                state.starts.append(count_all)
+            times.append(time)
+            state.amounts.append(stake)
+            state.amounts.append(win)
+            state.labels.append(self._label(game, channel))
+            if count_all == 0 or due < state.due:
+                self._schedule(key, state, due)
+        elif not self._insert_out_of_order(key, state, time, stake, win, game, channel, now, emit):
+            return False
+        if self.track_changes:
+            self.changed.add(key)
+        return True
+
+    def _insert_out_of_order(self, key: str, state: KeySessions, time: int, stake: int, win: int,
+                             game: str | None, channel: str | None, now: int, emit: Emit) -> bool:
+        """Insert before the key's last record and re-sweep; undo if its session is closed."""
+        rules = self.rules
+        at = bisect_right(state.times, time)
+        state.times.insert(at, time)
+        state.amounts[2 * at:2 * at] = array("q", (stake, win))
+        state.labels.insert(at, self._label(game, channel))
+        old_starts = state.starts
+        state.starts = sweep(state.times, rules)
+        session = bisect_right(state.starts, at) - 1
+        first = state.starts[session]
+        stop = state.starts[session + 1] if session + 1 < len(state.starts) else len(state.times)
+        if rules.close_at(state.times[stop - 1], stop - first) <= now:
+            del state.times[at]
+            del state.amounts[2 * at:2 * at + 2]
+            del state.labels[at]
+            state.starts = old_starts
+            return False
+        # The re-sweep may have moved other sessions' bounds: settle them now.
+        self._settle(key, state, now, emit)
+        return True
+
+    def _label(self, game: str | None, channel: str | None) -> tuple | None:
+        if game is None and channel is None:
+            return None
+        pair = (game, channel)
+        shared = self._labels.get(pair)
+        if shared is None:
+            if len(self._labels) >= 65536:  # only sharing is lost; bounded against hostile input
+                self._labels.clear()
+            shared = self._labels[pair] = pair
+        return shared
+
+    # -- closing --------------------------------------------------------------
+
+    def close_due(self, now: int, emit: Emit) -> None:
+        """Close every session whose close time stream time `now` has reached."""
+        due = self._due
+        while due and due[0][0] <= now:
+            when, _, key = heapq.heappop(due)
+            state = self.keys.get(key)
+            if state is None or state.due != when:
+                continue  # superseded by an earlier due time, or key gone
+            self._settle(key, state, now, emit)
+
+    def close_all(self, emit: Emit) -> None:
+        """End of input: close every open session (reason end_of_input where it would be inactivity)."""
+        for key in sorted(self.keys):
+            state = self.keys[key]
+            self._close_sessions(key, state, [rng for rng in state.sessions()], emit, end_of_input=True)
+        self.keys.clear()
+        self._due.clear()
+
+    def _settle(self, key: str, state: KeySessions, now: int, emit: Emit) -> None:
+        """Close this key's sessions that are due at `now`, then reschedule or forget it."""
+        rules = self.rules
+        times = state.times
+        closing = [
+            (first, stop) for first, stop in state.sessions()
+            if rules.close_at(times[stop - 1], stop - first) <= now
+        ]
+        if closing:
+            self._close_sessions(key, state, closing, emit, end_of_input=False)
+            if self.track_changes:
+                self.changed.add(key)
+        if state.times:
+            self._schedule(key, state, min(
+                rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions()
+            ))
+        elif rules.forget_at(state.closed_end) <= now:
+            del self.keys[key]
+        else:
+            self._schedule(key, state, rules.forget_at(state.closed_end))
+
+    def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int]],
+                        emit: Emit, end_of_input: bool) -> None:
+        rules = self.rules
+        times, amounts, labels = state.times, state.amounts, state.labels
+        total = len(times)
+        for first, stop in closing:
+            count = stop - first
+            start, end = times[first], times[stop - 1]
+            if stop < total:
+                reason = rules.cut_reason(start, end, count, times[stop])
+            elif count == rules.max_events:
+                reason = MAX_EVENTS
+            else:
+                reason = END_OF_INPUT if end_of_input else INACTIVITY
+            game = channel = None
+            for label in reversed(labels[first:stop]):
+                if label is not None:
+                    if game is None:
+                        game = label[0]
+                    if channel is None:
+                        channel = label[1]
+                    if game is not None and channel is not None:
+                        break
+            emit(ClosedSession(key, start, end, count, sum(amounts[2 * first:2 * stop:2]),
+                               sum(amounts[2 * first + 1:2 * stop:2]), game, channel, reason))
+            if end > state.closed_end:
+                state.closed_end = end
+        if end_of_input:
+            return
+        # Drop the closed records; the rest are re-swept, as the contract defines open sessions.
+        for first, stop in reversed(closing):
+            del times[first:stop]
+            del amounts[2 * first:2 * stop]
+            del labels[first:stop]
+        state.starts = sweep(times, rules) if times else []
+
+    def _schedule(self, key: str, state: KeySessions, due: int) -> None:
+        state.due = due
+        self._tie += 1
+        heapq.heappush(self._due, (due, self._tie, key))
+
+    # -- introspection and state ------------------------------------------------
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(state.starts) for state in self.keys.values())

@@ -1,0 +1,121 @@
+"""Rolling windows (SPEC section 4): epoch-aligned tumbling and hopping windows per group.
+
+Windows are `[k*advance, k*advance + size)`, k >= 0. A window is closed once
+stream time T >= its end + grace. Open windows live in buckets by start time,
+so closing is "pop the oldest bucket while it is due": no per-key scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Callable
+
+# What `offer` says about a record.
+ADDED = 0
+LATE = 1  # none of its windows is open
+PARTIALLY_LATE = 2  # some of its windows were closed, it was added to the others
+
+
+@dataclass(frozen=True)
+class WindowRules:
+    size: int
+    advance: int
+    grace: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or self.advance <= 0 or self.size % self.advance:
+            raise ValueError("size must be a positive multiple of advance")
+
+    def starts_of(self, time: int) -> range:
+        """Start times of the windows that contain `time`, newest first."""
+        last = time - time % self.advance
+        first = max(0, last - self.size + self.advance)
+        return range(last, first - 1, -self.advance)
+
+    def close_at(self, start: int) -> int:
+        return start + self.size + self.grace
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    group: str
+    start: int
+    end: int
+    count: int
+    stake: int
+    win: int
+
+
+Emit = Callable[[ClosedWindow], None]
+
+
+class WindowStore:
+    """All open windows of one rolling aggregation on one input partition."""
+
+    def __init__(self, name: str, rules: WindowRules, track_changes: bool = False) -> None:
+        self.name = name  # the output topic; names the aggregation in dead letters
+        self.rules = rules
+        self.buckets: dict[int, dict[str, list[int]]] = {}  # start -> group -> [count, stake, win]
+        self._starts: list[int] = []  # heap of bucket starts
+        self.track_changes = track_changes
+        self.changed: set[tuple[int, str]] = set()
+
+    def offer(self, group: str, time: int, stake: int, win: int, now: int) -> int:
+        """Add one record at stream time `now` to each of its open windows."""
+        rules = self.rules
+        if rules.size == rules.advance:  # tumbling: exactly one window
+            start = time - time % rules.size
+            if start + rules.size + rules.grace <= now:
+                return LATE
+            self._add(start, group, stake, win)
+            return ADDED
+        added = missed = 0
+        for start in rules.starts_of(time):
+            if rules.close_at(start) <= now:
+                missed += 1
+            else:
+                added += 1
+                self._add(start, group, stake, win)
+        if not added:
+            return LATE
+        return PARTIALLY_LATE if missed else ADDED
+
+    def _add(self, start: int, group: str, stake: int, win: int) -> None:
+        bucket = self.buckets.get(start)
+        if bucket is None:
+            bucket = self.buckets[start] = {}
+            heapq.heappush(self._starts, start)
+        totals = bucket.get(group)
+        if totals is None:
+            bucket[group] = [1, stake, win]
+        else:
+            totals[0] += 1
+            totals[1] += stake
+            totals[2] += win
+        if self.track_changes:
+            self.changed.add((start, group))
+
+    def close_due(self, now: int, emit: Emit) -> None:
+        """Emit and drop every window with end + grace <= `now`."""
+        starts, rules = self._starts, self.rules
+        while starts and rules.close_at(starts[0]) <= now:
+            self._close_bucket(heapq.heappop(starts), emit)
+
+    def close_all(self, emit: Emit) -> None:
+        """End of input: emit every open window."""
+        while self._starts:
+            self._close_bucket(heapq.heappop(self._starts), emit)
+
+    def _close_bucket(self, start: int, emit: Emit) -> None:
+        end = start + self.rules.size
+        bucket = self.buckets.pop(start)
+        for group in sorted(bucket):
+            count, stake, win = bucket[group]
+            emit(ClosedWindow(group, start, end, count, stake, win))
+            if self.track_changes:
+                self.changed.add((start, group))
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(bucket) for bucket in self.buckets.values())
