@@ -150,6 +150,9 @@ def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
             raise ConfigError(f"{where}.size: {r.size!r} is not a multiple of {where}.advance {r.advance!r}")
         if r.group_by is not None:
             _check_path(r.group_by, f"{where}.group_by")
+        if r.topic == "sessions":
+            raise ConfigError(f"{where}.topic: 'sessions' names the sessions aggregation in dead letters; "
+                              "pick another topic")
         rules = WindowRules(size, advance, parse_duration(r.grace, f"{where}.grace"))
         rolling.append(RollingOutput(_topic(r.topic, f"{where}.topic"), rules, r.event_name, r.group_by))
 
@@ -197,4 +200,14 @@ def _explain(message: str) -> str:
     if missing:
         key = f"{where}.{missing.group(1)}" if where else missing.group(1)
         return f"{key}: required key is missing"
+    wrong_type = re.match(r"Expected `(.*)`, got `(.*)`", text)
+    if wrong_type:
+        wanted = [_TOML_TYPE.get(t, t) for t in wrong_type.group(1).split(" | ") if t != "null"]
+        got = _TOML_TYPE.get(wrong_type.group(2), wrong_type.group(2))
+        return f"{where or 'config'}: expected {' or '.join(wanted)}, got {got}"
     return f"{where or 'config'}: {text[0].lower() + text[1:] if text else text}"
+
+
+_TOML_TYPE = {"str": "a string", "int": "an integer", "float": "a float", "bool": "a boolean",
+              "array": "an array", "object": "a table", "datetime": "a date-time", "date": "a date",
+              "time": "a time"}

@@ -21,6 +21,11 @@ from .amounts import AmountError, JsonNumber, parse_amount
 from .times import TimeError, parse_time
 
 MAX_DEPTH = 1024
+
+# Depth is limited by MAX_DEPTH (checked in `parse`), not by the interpreter's
+# recursion limit, which msgspec would otherwise hit first, at about 1000 levels.
+if sys.getrecursionlimit() < 4 * MAX_DEPTH:
+    sys.setrecursionlimit(4 * MAX_DEPTH)
 KAFKA_TIMESTAMP = "@timestamp"  # the `time` setting that means "the Kafka record timestamp"
 
 # Sentinel for "the path leads nowhere", so details can say absent rather than null.
@@ -129,10 +134,6 @@ class EventDecoder:
         self._win = path_getter(fields.win)
         self._game = path_getter(fields.game_code)
         self._channel = path_getter(fields.channel)
-        # Depth is checked by MAX_DEPTH below, not by the interpreter's recursion
-        # limit, which msgspec would otherwise hit first (at about 1000 levels).
-        if sys.getrecursionlimit() < 4 * MAX_DEPTH:
-            sys.setrecursionlimit(4 * MAX_DEPTH)
 
     def decode(self, raw: bytes, kafka_timestamp: int | None = None) -> Event | Invalid | None:
         body = self.parse(raw)

@@ -25,6 +25,7 @@ from .times import format_time
 from .windows import ADDED, LATE, ClosedWindow, WindowStore
 
 NO_TIME = -1  # stream time before any valid record
+STREAM_TIME_KEY = ""  # state key of the partition's stream time (input keys and window keys are never empty)
 
 
 class Output(NamedTuple):
@@ -49,6 +50,7 @@ class Partition:
         (so callers can pass something cheap, like a tuple, per record)."""
         self.spec = spec
         self._describe_source = describe_source
+        self._saved_stream_time = NO_TIME
         self.stream_time = NO_TIME
         self.stats = PartitionStats()
         self._decoder = EventDecoder(spec.fields)
@@ -89,6 +91,48 @@ class Partition:
         """The final records and dead letters produced since the last drain, in order."""
         out, self._out = self._out, []
         return out
+
+    # -- state: what the Kafka runtime writes to changelogs and restores ------------
+
+    @property
+    def stores(self) -> dict[str, Any]:
+        """Each aggregation's store by name: "sessions", and each rolling window's topic."""
+        named: dict[str, Any] = {"sessions": self.sessions} if self.sessions is not None else {}
+        named.update((rolling.store.name, rolling.store) for rolling in self.rolling)
+        return named
+
+    def take_changes(self) -> dict[str, list[tuple[str, bytes | None]]]:
+        """Per store, (key, state or None) for what changed since the last call, stream time included.
+        Needs `track_changes=True`."""
+        changes = {name: store.take_changes() for name, store in self.stores.items()}
+        if self.stream_time != self._saved_stream_time:
+            self._saved_stream_time = self.stream_time
+            for records in changes.values():
+                records.append((STREAM_TIME_KEY, _encode_time(self.stream_time)))
+        return changes
+
+    def snapshot(self) -> dict[str, list[tuple[str, bytes]]]:
+        """All open state per store, stream time included (restorable with `restore`)."""
+        return {name: [(STREAM_TIME_KEY, _encode_time(self.stream_time)), *store.encode_all()]
+                for name, store in self.stores.items()}
+
+    def restore(self, store_name: str, records: Any) -> None:
+        """Load (key, value) records of one store, oldest first (a changelog, or a snapshot);
+        call `finish_restore` once every store is loaded, before feeding records."""
+        store = self.stores[store_name]
+        for key, value in records:
+            if key == STREAM_TIME_KEY:
+                if value is not None:
+                    self.stream_time = max(self.stream_time, _decode_time(value))
+            else:
+                store.restore(key, value)
+
+    def finish_restore(self) -> None:
+        for store in self.stores.values():
+            store.reschedule()
+            if store.track_changes:
+                store.changed.clear()
+        self._saved_stream_time = self.stream_time
 
     @property
     def open_windows(self) -> int:
@@ -181,3 +225,11 @@ class _Rolling:
 def _late_detail(time: int, now: int, aggregation: str, why: str) -> str:
     return (f"event time {format_time(time)} ({time} ms) is late for {aggregation} at stream time "
             f"{format_time(now)} ({now} ms): {why}")
+
+
+def _encode_time(time: int) -> bytes:
+    return str(time).encode()
+
+
+def _decode_time(value: bytes) -> int:
+    return int(value)

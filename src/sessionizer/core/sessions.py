@@ -14,10 +14,13 @@ Closing is driven by a heap of per-key due times, never by scanning keys.
 from __future__ import annotations
 
 import heapq
+import sys
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Iterator
+
+import msgspec
 
 # Close reasons (the `close_reason` field).
 MAX_EVENTS = "max_events"
@@ -53,10 +56,19 @@ class SessionRules:
             return end + self.grace + 1
         return end + self.gap + self.grace + 1
 
-    def forget_at(self, closed_end: int) -> int:
-        """From this stream time on, any record at or before `closed_end` is late on its own,
-        so the key's closed end no longer needs remembering."""
-        return closed_end + self.gap + self.grace + 1
+    def forget_at(self, closed_end: int) -> int | None:
+        """From this stream time on, a record at or before `closed_end` would be late even
+        without the "at or before the last closed end" rule, so that end can be forgotten.
+
+        A session reaching back to `closed_end` ends at most `reach` after it: max_duration,
+        or (max_events - 1) gaps. Uncapped, out-of-order records can chain a session back
+        arbitrarily far, so the end is kept for good (None).
+        """
+        reach = self.max_duration
+        if self.max_events is not None:
+            by_count = (self.max_events - 1) * self.gap
+            reach = by_count if reach is None else min(reach, by_count)
+        return None if reach is None else closed_end + reach + self.gap + self.grace + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +124,21 @@ Emit = Callable[[ClosedSession], None]
 
 
 class SessionStore:
-    """All open sessions of one input partition."""
+    """All open sessions of one input partition.
+
+    `keys` holds the keys with open records. `closed_ends` holds, for keys with
+    none, the end of their latest closed session, for as long as it can still
+    make a record late (see `SessionRules.forget_at`).
+    """
 
     name = "sessions"
 
     def __init__(self, rules: SessionRules, track_changes: bool = False) -> None:
         self.rules = rules
         self.keys: dict[str, KeySessions] = {}
-        self._due: list[tuple[int, int, str]] = []  # (due time, tie-break, key)
+        self.closed_ends: dict[str, int] = {}
+        self._due: list[tuple[int, int, str]] = []  # (due time, tie-break, key) for `keys`
+        self._forget: list[tuple[int, str]] = []  # (forget time, key) for `closed_ends`
         self._tie = 0
         self._labels: dict[tuple, tuple] = {}  # shares equal (game, channel) pairs
         self.track_changes = track_changes
@@ -135,9 +154,11 @@ class SessionStore:
         rules = self.rules
         state = self.keys.get(key)
         if state is None:
-            if rules.close_at(time, 1) <= now:
+            closed_end = self.closed_ends.get(key, NO_CLOSED_END)
+            if time <= closed_end or rules.close_at(time, 1) <= now:
                 return False
             state = self.keys[key] = KeySessions()
+            state.closed_end = self.closed_ends.pop(key, NO_CLOSED_END)
         elif time <= state.closed_end:
             return False
 
@@ -152,7 +173,7 @@ class SessionStore:
             else:
                 cut, count = MAX_EVENTS, 0
             due = rules.close_at(time, 1 if cut else count + 1)
-            if due <= now:
+            if due <= now:  # (a new key was checked above, so nothing to undo)
                 return False
             if cut:
                 state.starts.append(count_all)
@@ -213,17 +234,27 @@ class SessionStore:
             if state is None or state.due != when:
                 continue  # superseded by an earlier due time, or key gone
             self._settle(key, state, now, emit)
+        forget, closed_ends, forget_at = self._forget, self.closed_ends, self.rules.forget_at
+        while forget and forget[0][0] <= now:
+            when, key = heapq.heappop(forget)
+            closed_end = closed_ends.get(key)
+            if closed_end is not None and forget_at(closed_end) == when:
+                del closed_ends[key]
+                if self.track_changes:
+                    self.changed.add(key)
 
     def close_all(self, emit: Emit) -> None:
         """End of input: close every open session (reason end_of_input where it would be inactivity)."""
         for key in sorted(self.keys):
             state = self.keys[key]
-            self._close_sessions(key, state, [rng for rng in state.sessions()], emit, end_of_input=True)
+            self._close_sessions(key, state, list(state.sessions()), emit, end_of_input=True)
         self.keys.clear()
+        self.closed_ends.clear()
         self._due.clear()
+        self._forget.clear()
 
     def _settle(self, key: str, state: KeySessions, now: int, emit: Emit) -> None:
-        """Close this key's sessions that are due at `now`, then reschedule or forget it."""
+        """Close this key's sessions that are due at `now`, then reschedule it."""
         rules = self.rules
         times = state.times
         closing = [
@@ -238,10 +269,19 @@ class SessionStore:
             self._schedule(key, state, min(
                 rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions()
             ))
-        elif rules.forget_at(state.closed_end) <= now:
-            del self.keys[key]
         else:
-            self._schedule(key, state, rules.forget_at(state.closed_end))
+            self._drop_empty(key, state, now)
+
+    def _drop_empty(self, key: str, state: KeySessions, now: int) -> None:
+        """A key without open records keeps only its closed end, while that can still matter."""
+        del self.keys[key]
+        if state.closed_end == NO_CLOSED_END:
+            return
+        forget_at = self.rules.forget_at(state.closed_end)
+        if forget_at is None or forget_at > now:
+            self.closed_ends[key] = state.closed_end
+            if forget_at is not None:
+                heapq.heappush(self._forget, (forget_at, key))
 
     def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int]],
                         emit: Emit, end_of_input: bool) -> None:
@@ -289,3 +329,71 @@ class SessionStore:
     @property
     def open_count(self) -> int:
         return sum(len(state.starts) for state in self.keys.values())
+
+    def take_changes(self) -> list[tuple[str, bytes | None]]:
+        """(key, encoded state or None when gone) for each key changed since the last call."""
+        changes = [(key, self.encode(key)) for key in sorted(self.changed)]
+        self.changed.clear()
+        return changes
+
+    def encode_all(self) -> list[tuple[str, bytes]]:
+        return [(key, self.encode(key)) for key in sorted([*self.keys, *self.closed_ends])]
+
+    def encode(self, key: str) -> bytes | None:
+        state = self.keys.get(key)
+        if state is None:
+            closed_end = self.closed_ends.get(key)
+            return None if closed_end is None else _STATE.encode((closed_end, b"", b"", []))
+        return _STATE.encode((state.closed_end, _le_bytes(state.times), _le_bytes(state.amounts),
+                              [list(label) if label else None for label in state.labels]))
+
+    def restore(self, key: str, value: bytes | None) -> None:
+        """Load one key's state (a changelog record); call `reschedule` after the last one."""
+        self.keys.pop(key, None)
+        self.closed_ends.pop(key, None)
+        if value is None:
+            return
+        closed_end, times, amounts, labels = _STATE_DECODER.decode(value)
+        if not times:
+            self.closed_ends[key] = closed_end
+            return
+        state = KeySessions()
+        state.closed_end = closed_end
+        state.times = _from_le_bytes(times)
+        state.amounts = _from_le_bytes(amounts)
+        state.labels = [self._label(*label) if label else None for label in labels]
+        state.starts = sweep(state.times, self.rules)
+        self.keys[key] = state
+
+    def reschedule(self) -> None:
+        """Rebuild the due-time heaps from the keys' state (after a restore)."""
+        self._due.clear()
+        rules = self.rules
+        for key, state in self.keys.items():
+            times = state.times
+            self._schedule(key, state, min(
+                rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions()))
+        self._forget = [(when, key) for key, end in self.closed_ends.items()
+                        if (when := rules.forget_at(end)) is not None]
+        heapq.heapify(self._forget)
+
+
+_STATE = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(tuple[int, bytes, bytes, list[tuple[str | None, str | None] | None]])
+
+
+def _le_bytes(values: array) -> bytes:
+    """Array contents as little-endian bytes, whatever this machine's byte order."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    copy = array(values.typecode, values)
+    copy.byteswap()
+    return copy.tobytes()
+
+
+def _from_le_bytes(data: bytes) -> array:
+    values = array("q")
+    values.frombytes(data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values

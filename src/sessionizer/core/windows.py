@@ -11,6 +11,8 @@ import heapq
 from dataclasses import dataclass
 from typing import Callable
 
+import msgspec
+
 # What `offer` says about a record.
 ADDED = 0
 LATE = 1  # none of its windows is open
@@ -119,3 +121,36 @@ class WindowStore:
     @property
     def open_count(self) -> int:
         return sum(len(bucket) for bucket in self.buckets.values())
+
+    def take_changes(self) -> list[tuple[str, bytes | None]]:
+        """("<start>:<group>", encoded totals or None when closed) per window changed since the last call."""
+        changes = []
+        for start, group in sorted(self.changed):
+            totals = self.buckets.get(start, {}).get(group)
+            changes.append((f"{start}:{group}", None if totals is None else _TOTALS.encode(totals)))
+        self.changed.clear()
+        return changes
+
+    def encode_all(self) -> list[tuple[str, bytes]]:
+        return [(f"{start}:{group}", _TOTALS.encode(totals))
+                for start, bucket in sorted(self.buckets.items()) for group, totals in sorted(bucket.items())]
+
+    def restore(self, key: str, value: bytes | None) -> None:
+        """Load one window (a changelog record)."""
+        start_text, _, group = key.partition(":")
+        start = int(start_text)
+        if value is None:
+            bucket = self.buckets.get(start)
+            if bucket is not None:
+                bucket.pop(group, None)
+                if not bucket:
+                    del self.buckets[start]
+            return
+        self.buckets.setdefault(start, {})[group] = list(_TOTALS_DECODER.decode(value))
+
+    def reschedule(self) -> None:
+        self._starts = sorted(self.buckets)  # a sorted list is a valid heap
+
+
+_TOTALS = msgspec.msgpack.Encoder()
+_TOTALS_DECODER = msgspec.msgpack.Decoder(tuple[int, int, int])

@@ -1,0 +1,94 @@
+"""The TOML config: defaults, and one clear error naming the key for each mistake."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sessionizer.config import ConfigError, build_spec, load_config, parse_config, parse_duration
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "xtremepush.toml"
+
+
+def spec_of(text: str, live: bool = False):
+    return build_spec(parse_config(tomllib.loads(text)), live=live)
+
+
+def error_of(text: str, live: bool = False) -> str:
+    with pytest.raises(ConfigError) as caught:
+        spec_of(text, live)
+    return str(caught.value)
+
+
+def test_the_example_config_loads():
+    job = load_config(EXAMPLE)
+    assert job.sessions.rules.gap == 600_000
+    assert job.sessions.rules.max_duration == 600_000
+    assert job.sessions.rules.max_events == 200
+    assert [r.topic for r in job.rolling] == ["xp-rolling-2min", "xp-rolling-5min-game"]
+    assert job.rolling[1].group_by == "value.game_code"
+    assert job.fields.events == frozenset({"spin"})
+
+
+def test_defaults_follow_the_spec():
+    job = spec_of("[sessions]\n")
+    assert job.fields.key == "user_id" and job.fields.time == "timestamp"
+    assert job.fields.stake == "value.stake" and job.fields.channel == "value.channel"
+    assert job.sessions.rules.gap == 600_000 and job.sessions.rules.grace == 0
+    assert job.sessions.rules.max_duration is None and job.sessions.rules.max_events is None
+    assert job.sessions.event_name == "session" and not job.sessions.stamp_end
+    assert job.dead_letter_topic == "xp-dead-letter"
+    rolling = spec_of('[[rolling]]\ntopic = "r"\nsize = "2m"\n').rolling[0]
+    assert (rolling.rules.size, rolling.rules.advance, rolling.rules.grace) == (120_000, 120_000, 0)
+    assert rolling.event_name == "session_summary" and rolling.group_by is None
+
+
+@pytest.mark.parametrize("text, millis", [("250ms", 250), ("30s", 30_000), ("10m", 600_000), ("2h", 7_200_000),
+                                          (1500, 1500), (0, 0)])
+def test_durations(text, millis):
+    assert parse_duration(text, "k") == millis
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[sessions]\nfoo = 1\n", "sessions.foo: unknown key"),
+    ("[input]\nkey = 5\n[sessions]\n", "input.key: expected a string, got an integer"),
+    ("[sessions]\nmax_events = \"x\"\n", "sessions.max_events: expected an integer, got a string"),
+    ("[sessions]\ngap = \"10 minutes\"\n", "sessions.gap: '10 minutes' is not a duration"),
+    ("[sessions]\ngap = -5\n", "sessions.gap: -5 is negative"),
+    ("[sessions]\ngrace = 1.5\n", "sessions.grace: expected an integer or a string, got a float"),
+    ("[sessions]\nmax_events = 0\n", "sessions.max_events: 0 is less than 1"),
+    ("[sessions]\ntimestamp = \"middle\"\n", "sessions.timestamp: 'middle' is neither"),
+    ("[[rolling]]\ntopic = \"r\"\nsize = \"5m\"\nadvance = \"2m\"\n", "rolling[0].size: '5m' is not a multiple of"),
+    ("[[rolling]]\ntopic = \"r\"\nsize = 0\n", "rolling[0].size: must be more than 0"),
+    ("[[rolling]]\ntopic = \"r\"\n", "rolling[0].size: required key is missing"),
+    ("[[rolling]]\nsize = \"2m\"\n", "rolling[0].topic: required key is missing"),
+    ("[input]\n", "sessions: nothing to compute"),
+    ("", "sessions: nothing to compute"),
+    ("[sessions]\ntopic = \"t\"\n[[rolling]]\ntopic = \"t\"\nsize = \"2m\"\n",
+     "rolling[0].topic: topic 't' is already used by sessions.topic"),
+    ("[sessions]\n[dead_letter]\ntopic = \"xp-session-events\"\n", "dead_letter.topic: topic 'xp-session-events'"),
+    ("[[rolling]]\ntopic = \"a\"\nsize = \"2m\"\n[[rolling]]\ntopic = \"a\"\nsize = \"5m\"\n",
+     "rolling[1].topic: topic 'a' is already used by rolling[0].topic"),
+    ("[sessions]\ntopic = \"has space\"\n", "sessions.topic: 'has space' is not a Kafka topic name"),
+    ("[[rolling]]\ntopic = \"sessions\"\nsize = \"2m\"\n", "rolling[0].topic: 'sessions' names the sessions"),
+    ("[input]\nstake = \"value..stake\"\n[sessions]\n", "input.stake: 'value..stake' is not a field path"),
+    ("[input]\ntime = \"@timestamp\"\n[sessions]\n", "input.time: \"@timestamp\""),
+    ("bogus = 1\n[sessions]\n", "bogus: unknown key"),
+    ("sessions = 3\n", "sessions: expected a table, got an integer"),
+    ("[input]\nevents = \"spin\"\n[sessions]\n", "input.events: expected an array, got a string"),
+])
+def test_bad_config_fails_with_a_message_that_names_the_key(text, message):
+    assert error_of(text).startswith(message)
+
+
+def test_kafka_timestamp_is_allowed_in_live_mode():
+    assert spec_of("[input]\ntime = \"@timestamp\"\n[sessions]\n", live=True).fields.time == "@timestamp"
+
+
+def test_unreadable_or_invalid_toml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.toml: cannot read the config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sessions\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
