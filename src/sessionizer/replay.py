@@ -109,10 +109,8 @@ def _open_outputs(out_dir: Path, topics: list[str], stack: ExitStack) -> dict[st
 
 
 def _write(part: Partition, sinks: dict[str, BinaryIO]) -> None:
-    for topic, _, value in part.drain():
-        sink = sinks[topic]
-        sink.write(value)
-        sink.write(b"\n")
+    for topic, records in part.drain_by_topic().items():
+        sinks[topic].write(b"\n".join([value for _, value in records]) + b"\n")
 
 
 def _progress_bar(inputs: list[str], stack: ExitStack):

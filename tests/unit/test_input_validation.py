@@ -13,7 +13,8 @@ JOB = spec(SessionRules(gap=1000))
 
 
 def decode(raw: bytes):
-    return DECODER.decode(raw)
+    result = DECODER.decode(raw)
+    return Event(*result) if type(result) is tuple else result
 
 
 def error_of(raw: bytes) -> str:
@@ -216,8 +217,8 @@ def test_a_path_through_a_non_object_is_absent():
 def test_nested_field_paths_are_configurable():
     fields = InputFields(key="player.id", time="meta.at", stake="bet.amount.value", win="w", game_code="g",
                          channel="c")
-    event = EventDecoder(fields).decode(
-        b'{"player":{"id":9},"meta":{"at":5},"bet":{"amount":{"value":"2.5"}},"w":1,"g":"x","c":"y"}')
+    event = Event(*EventDecoder(fields).decode(
+        b'{"player":{"id":9},"meta":{"at":5},"bet":{"amount":{"value":"2.5"}},"w":1,"g":"x","c":"y"}'))
     assert event[:6] == ("9", 5, 2_500_000, 1_000_000, "x", "y")
 
 

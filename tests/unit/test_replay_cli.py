@@ -70,6 +70,27 @@ def test_replay_of_the_bundled_sample(tmp_path):
     assert f"skipped by the events filter {part.stats.skipped:,}" in stderr
 
 
+def test_replay_of_many_batches_equals_the_core_in_one_go(tmp_path):
+    """More records than one write batch: every final record reaches its file, in order."""
+    from sessionizer.replay import DRAIN_EVERY
+    from sessionizer.sample import SampleShape, generate
+
+    lines = list(generate(SampleShape(events=3 * DRAIN_EVERY, players=200, malformed_share=0.01, late_share=0.01)))
+    data = tmp_path / "many.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    done = replay("--config", EXAMPLE_CONFIG, "--output-dir", tmp_path / "out", data)
+    assert done.returncode == 0, done.stderr.decode()
+    part = Partition(load_config(EXAMPLE_CONFIG), describe_source=lambda s: {"file": str(data), "line": s})
+    for n, raw in enumerate(lines, 1):
+        part.feed(raw, n)
+    part.end_of_input()
+    expected = part.drain_by_topic()
+    for topic in TOPICS:
+        got = (tmp_path / "out" / f"{topic}.jsonl").read_bytes().splitlines()
+        assert got == [value for _, value in expected.get(topic, [])]
+    assert len(expected["xp-session-events"]) > 500
+
+
 def test_every_topic_gets_a_file_even_when_empty(tmp_path, simple_config):
     data = tmp_path / "in.jsonl"
     data.write_text('{"user_id":"a","timestamp":1}\n')

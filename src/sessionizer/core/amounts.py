@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
+from typing import Any
+
+from .json_number import JsonNumber
 
 MICROS = 1_000_000
 MAX_AMOUNT = 10**12
@@ -21,17 +24,11 @@ _SIX_PLACES = Decimal("0.000001")
 _WIDE = Context(prec=64)  # 10^12 at 6 places needs 19 digits; no rounding ever happens
 
 
-class JsonNumber(str):
-    """The exact text of a JSON float literal (`1.5`, `1e2`), as the decoder saw it."""
-
-    __slots__ = ()
-
-
 class AmountError(ValueError):
     """`str(error)` is the human detail, without the field name."""
 
 
-def parse_amount(value: object) -> int:
+def parse_amount(value: Any) -> int:
     """Micro-units of one amount field; absent/null is 0. Raises AmountError."""
     kind = type(value)
     if kind is int:
@@ -90,20 +87,22 @@ def _text_micros(text: str, shown: str) -> int:
     return int(kept.scaleb(6, context=_WIDE))
 
 
-def format_micros(micros: int) -> str:
+def json_amount(micros: int) -> bytes:
     """JSON number text of an amount: `0.3`, `12`, `-1.5`; never an exponent."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS)
-    if not frac:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:06d}".rstrip("0")
+    whole, frac = divmod(micros if micros >= 0 else -micros, MICROS)
+    text = b"%d" % whole if not frac else (b"%d.%06d" % (whole, frac)).rstrip(b"0")
+    return text if micros >= 0 else b"-" + text
+
+
+def format_micros(micros: int) -> str:
+    return json_amount(micros).decode("ascii")
 
 
 def _show(text: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _json_kind(value: object) -> str:
+def _json_kind(value: Any) -> str:
     if isinstance(value, dict):
         return "JSON object"
     if isinstance(value, list):

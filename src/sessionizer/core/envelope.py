@@ -1,7 +1,7 @@
 """Output records: the Xtremepush event envelope, and dead letters (SPEC sections 3-5).
 
-Amounts are written as exact JSON numbers from integer micro-units (orjson
-Fragments carry the text as-is), never through a float.
+Amounts are written as exact JSON numbers from integer micro-units, never
+through a float.
 """
 
 from __future__ import annotations
@@ -11,54 +11,34 @@ from typing import Any
 
 import orjson
 
-from .amounts import format_micros
-from .sessions import ClosedSession
-from .times import format_time
-from .windows import ClosedWindow
+from .amounts import json_amount
+from .times import json_time
 
-_Fragment = orjson.Fragment
-
-
-def _amount(micros: int) -> orjson.Fragment:
-    return _Fragment(format_micros(micros))
-
-
-def session_record(session: ClosedSession, event_name: str, stamp_end: bool) -> bytes:
-    return orjson.dumps({
-        "event": event_name,
-        "user_id": session.key,
-        "timestamp": format_time(session.end if stamp_end else session.start),
-        "value": {
-            "session_start_ms": session.start,
-            "session_end_ms": session.end,
-            "duration_ms": session.end - session.start,
-            "event_count": session.count,
-            "stake_total": _amount(session.stake),
-            "win_total": _amount(session.win),
-            "net_total": _amount(session.win - session.stake),
-            "game_code": session.game_code,
-            "channel": session.channel,
-            "close_reason": session.reason,
-        },
-        "user_attributes": {},
-    })
+# Fixed-shape records are filled into byte templates (one C-level format per record);
+# every string in them goes through orjson, which does the JSON escaping.
+_SESSION = (b'{"event":%b,"user_id":%b,"timestamp":"%b","value":{"session_start_ms":%d,"session_end_ms":%d,'
+            b'"duration_ms":%d,"event_count":%d,"stake_total":%b,"win_total":%b,"net_total":%b,'
+            b'"game_code":%b,"channel":%b,"close_reason":"%b"},"user_attributes":{}}')
+_WINDOW = (b'{"event":%b,"user_id":%b,"timestamp":"%b","value":{"window_start_ms":%d,"window_end_ms":%d,'
+           b'"event_count":%d,"stake_total":%b,"win_total":%b,"net_total":%b},"user_attributes":{}}')
+_dumps = orjson.dumps
 
 
-def window_record(window: ClosedWindow, event_name: str) -> bytes:
-    return orjson.dumps({
-        "event": event_name,
-        "user_id": window.group,
-        "timestamp": format_time(window.start),
-        "value": {
-            "window_start_ms": window.start,
-            "window_end_ms": window.end,
-            "event_count": window.count,
-            "stake_total": _amount(window.stake),
-            "win_total": _amount(window.win),
-            "net_total": _amount(window.win - window.stake),
-        },
-        "user_attributes": {},
-    })
+def session_record(event_name: bytes, stamp_end: bool, key: str, start: int, end: int, count: int, stake: int,
+                   win: int, game_code: str | None, channel: str | None, reason: str) -> bytes:
+    """`event_name` is already JSON (orjson.dumps of the name): it is the same for every record."""
+    return _SESSION % (
+        event_name, _dumps(key), json_time(end if stamp_end else start), start, end, end - start, count,
+        json_amount(stake), json_amount(win), json_amount(win - stake), _dumps(game_code), _dumps(channel),
+        reason.encode(),
+    )
+
+
+def window_record(event_name: bytes, group: str, start: int, end: int, count: int, stake: int, win: int) -> bytes:
+    return _WINDOW % (
+        event_name, _dumps(group), json_time(start), start, end, count,
+        json_amount(stake), json_amount(win), json_amount(win - stake),
+    )
 
 
 def dead_letter(error: str, detail: str, aggregation: str | None, raw: bytes | None, source: Any) -> bytes:

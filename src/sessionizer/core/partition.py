@@ -8,7 +8,7 @@ No I/O, no clock: the replay command and the Kafka runtime both drive this.
     for raw, source in records:
         part.feed(raw, source)
     part.end_of_input()          # replay only: flush what is still open
-    for out in part.drain(): ...
+    for topic, records in part.drain_by_topic().items(): ...
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
+import orjson
+
 from . import envelope
-from .events import Event, EventDecoder, Invalid, describe, path_getter, usable_key
-from .sessions import ClosedSession, SessionStore
+from .events import EventDecoder, Invalid, describe, usable_key
+from .sessions import SessionStore
 from .spec import JobSpec, RollingOutput, SessionOutput
 from .times import format_time
-from .windows import ADDED, LATE, ClosedWindow, WindowStore
+from .windows import ADDED, LATE, WindowStore
 
 NO_TIME = -1  # stream time before any valid record
 STREAM_TIME_KEY = ""  # state key of the partition's stream time (input keys and window keys are never empty)
@@ -40,7 +42,7 @@ class PartitionStats:
     valid: int = 0
     skipped: int = 0  # by the `events` filter
     dead_letters: Counter = field(default_factory=Counter)  # by error code
-    out: Counter = field(default_factory=Counter)  # final records by topic
+    out: Counter = field(default_factory=Counter)  # final records by topic (counted when drained)
 
 
 class Partition:
@@ -49,30 +51,65 @@ class Partition:
         """`describe_source` turns the `source` given to `feed` into a dead letter's `source`
         (so callers can pass something cheap, like a tuple, per record)."""
         self.spec = spec
-        self._describe_source = describe_source
-        self._saved_stream_time = NO_TIME
         self.stream_time = NO_TIME
         self.stats = PartitionStats()
-        self._decoder = EventDecoder(spec.fields)
-        self._out: list[Output] = []
-        self.sessions = SessionStore(spec.sessions.rules, track_changes) if spec.sessions else None
-        self._session_emit = self._session_emitter(spec.sessions) if spec.sessions else None
-        self.rolling = [_Rolling(r, spec.fields.key, track_changes, self._window_emitter(r)) for r in spec.rolling]
+        self._describe_source = describe_source
+        self._saved_stream_time = NO_TIME
+        # Final records per topic, as (key, value), until drained.
+        self._out: dict[str, list[tuple[str | None, bytes]]] = {topic: [] for topic in spec.topics}
+        group_paths = tuple(dict.fromkeys(
+            r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != spec.fields.key))
+        self._decode = EventDecoder(spec.fields, group_paths).decode
+        self.sessions: SessionStore | None = None
+        if spec.sessions is not None:
+            self.sessions = SessionStore(spec.sessions.rules, track_changes)
+            self._session_emit = self._session_emitter(spec.sessions)
+        self.rolling = [_Rolling(r, group_paths, track_changes, self._window_emitter(r)) for r in spec.rolling]
 
     # -- driving ---------------------------------------------------------------
 
     def feed(self, raw: bytes | None, source: Any, kafka_timestamp: int | None = None) -> None:
         """One raw record; `source` is what a dead letter reports as its origin."""
-        self.stats.read += 1
-        event = self._decoder.decode(raw, kafka_timestamp) if raw is not None else Invalid(
-            "invalid_json", "not JSON: the message has no value (null)")
-        if type(event) is Event:
-            self.stats.valid += 1
-            self._aggregate(event, raw, source)
-        elif event is None:
-            self.stats.skipped += 1
+        stats = self.stats
+        stats.read += 1
+        if raw is None:
+            event: Any = Invalid("invalid_json", "not JSON: the message has no value (null)")
         else:
-            self._dead_letter(event.error, event.detail, None, raw, source, None)
+            event = self._decode(raw, kafka_timestamp)
+        if type(event) is not tuple:
+            if event is None:
+                stats.skipped += 1
+            else:
+                self._dead_letter(event.error, event.detail, None, raw, source, None)
+            return
+        stats.valid += 1
+        key, time, stake, win, game, channel, groups = event
+        if time > self.stream_time:
+            self.stream_time = time
+            self._close_due()
+        now = self.stream_time
+        sessions = self.sessions
+        if sessions is not None and not sessions.offer(key, time, stake, win, game, channel, now, self._session_emit):
+            self._dead_letter("late", _late_detail(time, now, "sessions", "its session is already closed"),
+                              "sessions", raw, source, key)
+        for rolling in self.rolling:
+            store = rolling.store
+            if rolling.group_index is None:
+                group = key
+            else:
+                found = usable_key(groups[rolling.group_index])
+                if found is None:
+                    detail = rolling.missing_group_detail(groups[rolling.group_index])
+                    self._dead_letter("missing_group", detail, store.name, raw, source, key)
+                    continue
+                group = found
+            outcome = store.offer(group, time, stake, win, now)
+            if outcome != ADDED:
+                if outcome == LATE:
+                    why, error = "all its windows are closed", "late"
+                else:
+                    why, error = "some of its windows are closed; it counts in the others", "partially_late"
+                self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
 
     def advance(self, time: int) -> None:
         """Move stream time on without a record (an idle partition); closes what is due."""
@@ -87,10 +124,29 @@ class Partition:
         for rolling in self.rolling:
             rolling.store.close_all(rolling.emit)
 
+    def drain_by_topic(self) -> dict[str, list[tuple[str | None, bytes]]]:
+        """Per topic, the (key, value) records made final since the last drain, in order."""
+        drained = {}
+        for topic, records in self._out.items():
+            if records:
+                drained[topic] = records.copy()
+                records.clear()  # in place: the emitters hold these lists
+                self.stats.out[topic] += len(drained[topic])
+        return drained
+
     def drain(self) -> list[Output]:
-        """The final records and dead letters produced since the last drain, in order."""
-        out, self._out = self._out, []
-        return out
+        """`drain_by_topic` as one list of Outputs (topic by topic)."""
+        return [Output(topic, key, value) for topic, records in self.drain_by_topic().items()
+                for key, value in records]
+
+    def _close_due(self) -> None:
+        now = self.stream_time
+        sessions = self.sessions
+        if sessions is not None and sessions.next_due <= now:
+            sessions.close_due(now, self._session_emit)
+        for rolling in self.rolling:
+            if rolling.store.next_due <= now:
+                rolling.store.close_due(now, rolling.emit)
 
     # -- state: what the Kafka runtime writes to changelogs and restores ------------
 
@@ -111,7 +167,7 @@ class Partition:
                 records.append((STREAM_TIME_KEY, _encode_time(self.stream_time)))
         return changes
 
-    def snapshot(self) -> dict[str, list[tuple[str, bytes]]]:
+    def snapshot(self) -> dict[str, list[tuple[str, bytes | None]]]:
         """All open state per store, stream time included (restorable with `restore`)."""
         return {name: [(STREAM_TIME_KEY, _encode_time(self.stream_time)), *store.encode_all()]
                 for name, store in self.stores.items()}
@@ -140,85 +196,51 @@ class Partition:
         count = self.sessions.open_count if self.sessions is not None else 0
         return count + sum(rolling.store.open_count for rolling in self.rolling)
 
-    # -- the record path ---------------------------------------------------------
-
-    def _aggregate(self, event: Event, raw: bytes, source: Any) -> None:
-        key, time, stake, win, game, channel, body = event
-        if time > self.stream_time:
-            self.stream_time = time
-            self._close_due()
-        now = self.stream_time
-        if self.sessions is not None:
-            if not self.sessions.offer(key, time, stake, win, game, channel, now, self._session_emit):
-                self._dead_letter("late", _late_detail(time, now, "sessions", "its session is already closed"),
-                                  "sessions", raw, source, key)
-        for rolling in self.rolling:
-            store = rolling.store
-            group = key if rolling.group_of is None else usable_key(rolling.group_of(body))
-            if group is None:
-                self._dead_letter("missing_group", rolling.missing_group_detail(body), store.name, raw, source, key)
-                continue
-            outcome = store.offer(group, time, stake, win, now)
-            if outcome == ADDED:
-                continue
-            if outcome == LATE:
-                why, error = "all its windows are closed", "late"
-            else:
-                why, error = "some of its windows are closed; it counts in the others", "partially_late"
-            self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
-
-    def _close_due(self) -> None:
-        now = self.stream_time
-        if self.sessions is not None:
-            self.sessions.close_due(now, self._session_emit)
-        for rolling in self.rolling:
-            rolling.store.close_due(now, rolling.emit)
-
     # -- output ------------------------------------------------------------------
 
-    def _session_emitter(self, output: SessionOutput):
-        stats, topic = self.stats, output.topic
-        name, stamp_end = output.event_name, output.stamp_end
+    def _session_emitter(self, output: SessionOutput) -> Callable[..., None]:
+        records, name, stamp_end = self._out[output.topic], orjson.dumps(output.event_name), output.stamp_end
+        session_record = envelope.session_record
 
-        def emit(session: ClosedSession) -> None:
-            self._out.append(Output(topic, session.key, envelope.session_record(session, name, stamp_end)))
-            stats.out[topic] += 1
+        def emit(key: str, start: int, end: int, count: int, stake: int, win: int, game: str | None,
+                 channel: str | None, reason: str) -> None:
+            records.append((key, session_record(name, stamp_end, key, start, end, count, stake, win, game,
+                                                channel, reason)))
 
         return emit
 
-    def _window_emitter(self, output: RollingOutput):
-        stats, topic, name = self.stats, output.topic, output.event_name
+    def _window_emitter(self, output: RollingOutput) -> Callable[..., None]:
+        records, name = self._out[output.topic], orjson.dumps(output.event_name)
+        window_record = envelope.window_record
 
-        def emit(window: ClosedWindow) -> None:
-            self._out.append(Output(topic, window.group, envelope.window_record(window, name)))
-            stats.out[topic] += 1
+        def emit(group: str, start: int, end: int, count: int, stake: int, win: int) -> None:
+            records.append((group, window_record(name, group, start, end, count, stake, win)))
 
         return emit
 
     def _dead_letter(self, error: str, detail: str, aggregation: str | None, raw: bytes | None,
                      source: Any, key: str | None) -> None:
-        topic = self.spec.dead_letter_topic
         if self._describe_source is not None:
             source = self._describe_source(source)
-        self._out.append(Output(topic, key, envelope.dead_letter(error, detail, aggregation, raw, source)))
+        self._out[self.spec.dead_letter_topic].append((key, envelope.dead_letter(error, detail, aggregation, raw,
+                                                                                 source)))
         self.stats.dead_letters[error] += 1
-        self.stats.out[topic] += 1
 
 
 class _Rolling:
-    """One `[[rolling]]` aggregation: its store, how to find a record's group, where closed windows go."""
+    """One `[[rolling]]` aggregation: its store, where a record's group is, where closed windows go."""
 
-    __slots__ = ("store", "group_path", "group_of", "emit")
+    __slots__ = ("store", "group_path", "group_index", "emit")
 
-    def __init__(self, output: RollingOutput, key_path: str, track_changes: bool, emit: Any) -> None:
+    def __init__(self, output: RollingOutput, group_paths: tuple[str, ...], track_changes: bool,
+                 emit: Callable[..., None]) -> None:
         self.store = WindowStore(output.topic, output.rules, track_changes)
-        self.group_path = output.group_by or key_path
-        # None: group by the input key, which is already validated.
-        self.group_of = None if self.group_path == key_path else path_getter(self.group_path)
+        self.group_path = output.group_by
+        # Where in the event's groups this aggregation's group is; None: the input key (already valid).
+        self.group_index = group_paths.index(output.group_by) if output.group_by in group_paths else None
         self.emit = emit
 
-    def missing_group_detail(self, body: dict) -> str:
-        value = self.group_of(body)
+    def missing_group_detail(self, value: Any) -> str:
         return f"{self.group_path}: {describe(value)} is not a group (a non-empty string or an integer)"
 
 

@@ -29,6 +29,8 @@ MAX_DURATION = "max_duration"
 END_OF_INPUT = "end_of_input"
 
 NO_CLOSED_END = -1  # event times are >= 0
+Label = tuple["str | None", "str | None"]  # (game_code, channel) of a record
+_NEVER = 1 << 62  # a cap that is never reached
 
 
 @dataclass(frozen=True)
@@ -71,19 +73,6 @@ class SessionRules:
         return None if reach is None else closed_end + reach + self.gap + self.grace + 1
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedSession:
-    key: str
-    start: int
-    end: int
-    count: int
-    stake: int
-    win: int
-    game_code: str | None
-    channel: str | None
-    reason: str
-
-
 class KeySessions:
     """One key's open records (sweep order) and where its open sessions start."""
 
@@ -92,7 +81,7 @@ class KeySessions:
     def __init__(self) -> None:
         self.times = array("q")  # event times, sorted; ties keep arrival order
         self.amounts = array("q")  # stake, win micros, interleaved per record
-        self.labels: list[tuple | None] = []  # (game_code, channel) or None, per record
+        self.labels: list[Label | None] = []  # (game_code, channel) or None, per record
         self.starts: list[int] = []  # record index where each open session starts
         self.closed_end = NO_CLOSED_END
         self.due = 0  # the due time of this key's live heap entry
@@ -107,12 +96,27 @@ class KeySessions:
             yield first, starts[i + 1] if i + 1 < len(starts) else len(self.times)
 
 
-def sweep(times: array, rules: SessionRules) -> list[int]:
-    """Session start indexes for sorted event times: the contract's sweep."""
-    starts: list[int] = []
-    start = end = count = 0
-    for index, time in enumerate(times):
-        if not starts or rules.cut_reason(start, end, count, time) is not None:
+def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[int] = frozenset(),
+          shift: int = 0) -> list[int]:
+    """Session start indexes for sorted event times from index `begin` (a session start): the
+    contract's sweep (SessionRules.cut_reason, inlined).
+
+    `known` is an earlier sweep's starts beyond the changed spot, each `shift` places back:
+    once the sweep starts a session where one started before, the rest is the same, so it
+    stops there and reuses them.
+    """
+    max_events = rules.max_events or _NEVER
+    max_duration = _NEVER if rules.max_duration is None else rules.max_duration
+    gap = rules.gap
+    starts = [begin]
+    start = end = times[begin]
+    count = 1
+    for index in range(begin + 1, len(times)):
+        time = times[index]
+        if count >= max_events or time - end > gap or time - start > max_duration:
+            if index - shift in known:
+                starts.extend(sorted(old + shift for old in known if old + shift >= index))
+                return starts
             starts.append(index)
             start, count = time, 0
         end = time
@@ -120,7 +124,8 @@ def sweep(times: array, rules: SessionRules) -> list[int]:
     return starts
 
 
-Emit = Callable[[ClosedSession], None]
+# Receives each closed session: key, start, end, count, stake, win, game_code, channel, reason.
+Emit = Callable[[str, int, int, int, int, int, "str | None", "str | None", str], None]
 
 
 class SessionStore:
@@ -139,10 +144,15 @@ class SessionStore:
         self.closed_ends: dict[str, int] = {}
         self._due: list[tuple[int, int, str]] = []  # (due time, tie-break, key) for `keys`
         self._forget: list[tuple[int, str]] = []  # (forget time, key) for `closed_ends`
+        self.next_due = _NEVER  # no stream time before this one has anything to close or forget
         self._tie = 0
-        self._labels: dict[tuple, tuple] = {}  # shares equal (game, channel) pairs
+        self._labels: dict[Label, Label] = {}  # shares equal (game, channel) pairs
         self.track_changes = track_changes
         self.changed: set[str] = set()
+        # The rules as plain ints for the in-order path (no cap = a cap never reached).
+        self._gap, self._grace = rules.gap, rules.grace
+        self._max_events = rules.max_events or _NEVER
+        self._max_duration = _NEVER if rules.max_duration is None else rules.max_duration
 
     # -- records in -----------------------------------------------------------
 
@@ -151,40 +161,45 @@ class SessionStore:
         """Add one record at stream time `now`; False when it is late (nothing changes).
         An out-of-order record can move other sessions' bounds so that they close at once:
         those go to `emit`."""
-        rules = self.rules
         state = self.keys.get(key)
         if state is None:
             closed_end = self.closed_ends.get(key, NO_CLOSED_END)
-            if time <= closed_end or rules.close_at(time, 1) <= now:
+            if time <= closed_end or self.rules.close_at(time, 1) <= now:
                 return False
             state = self.keys[key] = KeySessions()
             state.closed_end = self.closed_ends.pop(key, NO_CLOSED_END)
+            cut, count = True, 0
         elif time <= state.closed_end:
             return False
-
-        times = state.times
-        count_all = len(times)
-        if count_all == 0 or time >= times[-1]:
-            # In order: the record joins the last open session or opens a new one.
-            if count_all:
-                first = state.starts[-1]
-                count = count_all - first
-                cut = rules.cut_reason(times[first], times[-1], count, time)
-            else:
-                cut, count = MAX_EVENTS, 0
-            due = rules.close_at(time, 1 if cut else count + 1)
-            if due <= now:  # (a new key was checked above, so nothing to undo)
-                return False
-            if cut:
-                state.starts.append(count_all)
-            times.append(time)
-            state.amounts.append(stake)
-            state.amounts.append(win)
-            state.labels.append(self._label(game, channel))
-            if count_all == 0 or due < state.due:
-                self._schedule(key, state, due)
-        elif not self._insert_out_of_order(key, state, time, stake, win, game, channel, now, emit):
+        else:
+            times = state.times
+            last = times[-1]
+            if time < last:
+                if not self._insert_out_of_order(key, state, time, stake, win, game, channel, now, emit):
+                    return False
+                if self.track_changes:
+                    self.changed.add(key)
+                return True
+            # In order: join the last open session or open a new one. This is
+            # SessionRules.cut_reason and close_at, inlined: it runs for most records.
+            first = state.starts[-1]
+            count = len(times) - first
+            cut = (count >= self._max_events or time - last > self._gap
+                   or time - times[first] > self._max_duration)
+        new_count = 1 if cut else count + 1
+        due = time + self._grace + 1 if new_count == self._max_events else time + self._gap + self._grace + 1
+        if due <= now:  # (a new key was checked above, so there is nothing to undo)
             return False
+        times = state.times
+        if cut:
+            state.starts.append(len(times))
+        times.append(time)
+        amounts = state.amounts
+        amounts.append(stake)
+        amounts.append(win)
+        state.labels.append(self._label(game, channel) if game is not None or channel is not None else None)
+        if count == 0 or due < state.due:
+            self._schedule(key, state, due)
         if self.track_changes:
             self.changed.add(key)
         return True
@@ -198,7 +213,10 @@ class SessionStore:
         state.amounts[2 * at:2 * at] = array("q", (stake, win))
         state.labels.insert(at, self._label(game, channel))
         old_starts = state.starts
-        state.starts = sweep(state.times, rules)
+        # Sessions before the one holding the record just before `at` cannot change.
+        keep = bisect_right(old_starts, at - 1) - 1 if at else 0
+        state.starts = old_starts[:keep] + sweep(state.times, rules, old_starts[keep],
+                                                 frozenset(old_starts[keep + 1:]), shift=1)
         session = bisect_right(state.starts, at) - 1
         first = state.starts[session]
         stop = state.starts[session + 1] if session + 1 < len(state.starts) else len(state.times)
@@ -212,7 +230,7 @@ class SessionStore:
         self._settle(key, state, now, emit)
         return True
 
-    def _label(self, game: str | None, channel: str | None) -> tuple | None:
+    def _label(self, game: str | None, channel: str | None) -> Label | None:
         if game is None and channel is None:
             return None
         pair = (game, channel)
@@ -242,6 +260,10 @@ class SessionStore:
                 del closed_ends[key]
                 if self.track_changes:
                     self.changed.add(key)
+        self._update_next_due()
+
+    def _update_next_due(self) -> None:
+        self.next_due = min(self._due[0][0] if self._due else _NEVER, self._forget[0][0] if self._forget else _NEVER)
 
     def close_all(self, emit: Emit) -> None:
         """End of input: close every open session (reason end_of_input where it would be inactivity)."""
@@ -252,6 +274,7 @@ class SessionStore:
         self.closed_ends.clear()
         self._due.clear()
         self._forget.clear()
+        self.next_due = _NEVER
 
     def _settle(self, key: str, state: KeySessions, now: int, emit: Emit) -> None:
         """Close this key's sessions that are due at `now`, then reschedule it."""
@@ -282,6 +305,8 @@ class SessionStore:
             self.closed_ends[key] = state.closed_end
             if forget_at is not None:
                 heapq.heappush(self._forget, (forget_at, key))
+                if forget_at < self.next_due:
+                    self.next_due = forget_at
 
     def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int]],
                         emit: Emit, end_of_input: bool) -> None:
@@ -292,12 +317,15 @@ class SessionStore:
             count = stop - first
             start, end = times[first], times[stop - 1]
             if stop < total:
-                reason = rules.cut_reason(start, end, count, times[stop])
+                cut = rules.cut_reason(start, end, count, times[stop])
+                assert cut is not None  # the sweep started a session at `stop`
+                reason = cut
             elif count == rules.max_events:
                 reason = MAX_EVENTS
             else:
                 reason = END_OF_INPUT if end_of_input else INACTIVITY
-            game = channel = None
+            game: str | None = None
+            channel: str | None = None
             for label in reversed(labels[first:stop]):
                 if label is not None:
                     if game is None:
@@ -306,23 +334,36 @@ class SessionStore:
                         channel = label[1]
                     if game is not None and channel is not None:
                         break
-            emit(ClosedSession(key, start, end, count, sum(amounts[2 * first:2 * stop:2]),
-                               sum(amounts[2 * first + 1:2 * stop:2]), game, channel, reason))
+            emit(key, start, end, count, sum(amounts[2 * first:2 * stop:2]), sum(amounts[2 * first + 1:2 * stop:2]),
+                 game, channel, reason)
             if end > state.closed_end:
                 state.closed_end = end
         if end_of_input:
             return
-        # Drop the closed records; the rest are re-swept, as the contract defines open sessions.
+        # Drop the closed records. The contract re-sweeps the rest, but removing whole sessions
+        # moves no other bound (what cut a session from the next cuts it from any later
+        # record too), so the remaining starts just shift down.
+        closed_starts = {first for first, _ in closing}
+        removed = 0
+        starts: list[int] = []
+        for index, first in enumerate(state.starts):
+            if first in closed_starts:
+                stop = state.starts[index + 1] if index + 1 < len(state.starts) else total
+                removed += stop - first
+            else:
+                starts.append(first - removed)
         for first, stop in reversed(closing):
             del times[first:stop]
             del amounts[2 * first:2 * stop]
             del labels[first:stop]
-        state.starts = sweep(times, rules) if times else []
+        state.starts = starts
 
     def _schedule(self, key: str, state: KeySessions, due: int) -> None:
         state.due = due
         self._tie += 1
         heapq.heappush(self._due, (due, self._tie, key))
+        if due < self.next_due:
+            self.next_due = due
 
     # -- introspection and state ------------------------------------------------
 
@@ -336,7 +377,7 @@ class SessionStore:
         self.changed.clear()
         return changes
 
-    def encode_all(self) -> list[tuple[str, bytes]]:
+    def encode_all(self) -> list[tuple[str, bytes | None]]:
         return [(key, self.encode(key)) for key in sorted([*self.keys, *self.closed_ends])]
 
     def encode(self, key: str) -> bytes | None:
@@ -376,6 +417,7 @@ class SessionStore:
         self._forget = [(when, key) for key, end in self.closed_ends.items()
                         if (when := rules.forget_at(end)) is not None]
         heapq.heapify(self._forget)
+        self._update_next_due()
 
 
 _STATE = msgspec.msgpack.Encoder()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from typing import Any
 
 MIN_TIME_MS = 0
 MAX_TIME_MS = 253402300799999  # 9999-12-31 23:59:59.999 UTC
@@ -34,15 +35,32 @@ _day_ms_cache: dict[str, int] = {}
 _DAY_CACHE_LIMIT = 4096
 
 
-def parse_time(value: object) -> int:
+# Streams repeat minutes: "YYYY-MM-DD HH:MM:" (either separator) -> epoch ms of that minute,
+# filled by the full parser, so the common forms cost a few dictionary look-ups.
+_minute_ms: dict[str, int] = {}
+_SECOND_MS = {f"{n:02d}": n * 1000 for n in range(60)}
+_MILLIS = {f"{n:03d}": n for n in range(1000)}
+
+
+def parse_time(value: Any) -> int:
     """Epoch milliseconds of one event-time value. Raises TimeError."""
     kind = type(value)
+    if kind is str:
+        # Fast path: "YYYY-MM-DD HH:MM:SS.fff" or "YYYY-MM-DDTHH:MM:SS.fffZ" in a known minute.
+        size = len(value)
+        if (value[10:11] == " " if size == 23 else size == 24 and value[10:11] == "T" and value[23] == "Z") \
+                and value[19] == ".":
+            base = _minute_ms.get(value[:17])
+            if base is not None:
+                second = _SECOND_MS.get(value[17:19])
+                millis = _MILLIS.get(value[20:23])
+                if second is not None and millis is not None:
+                    return base + second + millis
+        return _parse_text(value)
     if kind is int:
         if MIN_TIME_MS <= value <= MAX_TIME_MS:
             return value
         raise TimeError(f"{value} is outside 1970-01-01..9999-12-31")
-    if kind is str:
-        return _parse_text(value)
     if kind is bool:
         raise TimeError(f"{str(value).lower()} is not a time")
     if isinstance(value, str):  # a JSON float literal (JsonNumber)
@@ -74,6 +92,11 @@ def _parse_text(text: str) -> int:
         millis += -offset if zone[0] == "+" else offset
     if not MIN_TIME_MS <= millis <= MAX_TIME_MS:
         raise TimeError(f"{_show(text)} is outside 1970-01-01..9999-12-31")
+    if (zone is None or zone == "Z") and (sep == " ") == (zone is None):
+        if len(_minute_ms) >= _DAY_CACHE_LIMIT:
+            _minute_ms.clear()
+        # A whole minute of this day is in range once one instant of it is (the range is whole days).
+        _minute_ms[text[:17]] = day_ms + hours * 3_600_000 + minutes * 60_000
     return millis
 
 
@@ -95,7 +118,22 @@ def _day_ms(ymd: str) -> int:
 
 def format_time(millis: int) -> str:
     """`YYYY-MM-DD HH:MM:SS` in UTC, fraction dropped (the envelope's timestamp)."""
-    return (_EPOCH + timedelta(milliseconds=millis - millis % 1000)).isoformat(sep=" ")
+    return json_time(millis).decode("ascii")
+
+
+_day_text: dict[int, bytes] = {}
+
+
+def json_time(millis: int) -> bytes:
+    """`format_time` as bytes, with the date part cached by day (output records share days)."""
+    day, in_day = divmod(millis, _DAY_MS)
+    date_text = _day_text.get(day)
+    if date_text is None:
+        if len(_day_text) >= _DAY_CACHE_LIMIT:
+            _day_text.clear()
+        date_text = _day_text[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d ").encode()
+    seconds = in_day // 1000
+    return date_text + b"%02d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
 def _show(text: str) -> str:

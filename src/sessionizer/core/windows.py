@@ -18,6 +18,8 @@ ADDED = 0
 LATE = 1  # none of its windows is open
 PARTIALLY_LATE = 2  # some of its windows were closed, it was added to the others
 
+_NEVER = 1 << 62
+
 
 @dataclass(frozen=True)
 class WindowRules:
@@ -39,17 +41,8 @@ class WindowRules:
         return start + self.size + self.grace
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedWindow:
-    group: str
-    start: int
-    end: int
-    count: int
-    stake: int
-    win: int
-
-
-Emit = Callable[[ClosedWindow], None]
+# Receives each closed window: group, start, end, count, stake, win.
+Emit = Callable[[str, int, int, int, int, int], None]
 
 
 class WindowStore:
@@ -60,6 +53,7 @@ class WindowStore:
         self.rules = rules
         self.buckets: dict[int, dict[str, list[int]]] = {}  # start -> group -> [count, stake, win]
         self._starts: list[int] = []  # heap of bucket starts
+        self.next_due = _NEVER  # the first stream time at which a window closes
         self.track_changes = track_changes
         self.changed: set[tuple[int, str]] = set()
 
@@ -88,6 +82,9 @@ class WindowStore:
         if bucket is None:
             bucket = self.buckets[start] = {}
             heapq.heappush(self._starts, start)
+            close_at = start + self.rules.size + self.rules.grace
+            if close_at < self.next_due:
+                self.next_due = close_at
         totals = bucket.get(group)
         if totals is None:
             bucket[group] = [1, stake, win]
@@ -103,18 +100,20 @@ class WindowStore:
         starts, rules = self._starts, self.rules
         while starts and rules.close_at(starts[0]) <= now:
             self._close_bucket(heapq.heappop(starts), emit)
+        self.next_due = rules.close_at(starts[0]) if starts else _NEVER
 
     def close_all(self, emit: Emit) -> None:
         """End of input: emit every open window."""
         while self._starts:
             self._close_bucket(heapq.heappop(self._starts), emit)
+        self.next_due = _NEVER
 
     def _close_bucket(self, start: int, emit: Emit) -> None:
         end = start + self.rules.size
         bucket = self.buckets.pop(start)
         for group in sorted(bucket):
             count, stake, win = bucket[group]
-            emit(ClosedWindow(group, start, end, count, stake, win))
+            emit(group, start, end, count, stake, win)
             if self.track_changes:
                 self.changed.add((start, group))
 
@@ -150,6 +149,7 @@ class WindowStore:
 
     def reschedule(self) -> None:
         self._starts = sorted(self.buckets)  # a sorted list is a valid heap
+        self.next_due = self.rules.close_at(self._starts[0]) if self._starts else _NEVER
 
 
 _TOTALS = msgspec.msgpack.Encoder()

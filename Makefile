@@ -1,0 +1,50 @@
+# sessionizer: `make run` replays the bundled sample; `make test` runs every test.
+#
+# The distribution's CPython (built with PGO and LTO) runs this code about 1.7x
+# faster than an unoptimized build, so it is preferred when present.
+PYTHON ?= $(shell if [ -x /usr/bin/python3.11 ]; then echo /usr/bin/python3.11; else command -v python3; fi)
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_LIBS := .cache/kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.fetched
+OUT := out
+
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: run test test-unit bench venv kafka-jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[kafka,test,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The real Apache Kafka broker (KRaft) for the tests, from Maven Central.
+$(KAFKA_STAMP): tools/kafka/pom.xml
+	mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory="$(CURDIR)/$(KAFKA_LIBS)"
+	touch $(KAFKA_STAMP)
+
+kafka-jars: $(KAFKA_STAMP)
+
+run: $(STAMP)
+	$(BIN)/sessionizer replay --config examples/xtremepush.toml --output-dir $(OUT) examples/sample-spins.jsonl
+	@echo
+	@echo "Final records are in $(OUT)/, one JSON-lines file per topic. A few of them:"
+	@for f in $(OUT)/*.jsonl; do echo "--- $$f ($$(wc -l < $$f) records)"; head -n 2 $$f; done
+
+test: $(STAMP) $(KAFKA_STAMP)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit tests/property
+
+bench: $(STAMP)
+	$(PY) bench/replay_bench.py
+
+clean:
+	rm -rf $(VENV) $(OUT) build bench/data bench/results .pytest_cache .hypothesis

@@ -1,0 +1,138 @@
+"""`make bench`: sessionizer replay against the orjson parse floor, on the same 500k spins, in one run.
+
+- Generates 500k realistic spins (50k players, Zipf-like activity, out of order
+  by up to 20 s) once into bench/data/ (same seed, same bytes).
+- The floor: a bare loop that only parses each line with orjson.
+- sessionizer replay: 10-minute capped sessions plus a 2-minute rolling window
+  (bench/replay-bench.toml), as a user runs it (the CLI, output files written).
+- Each is a separate process, run REPEAT times alternately; wall time covers the
+  whole process (interpreter start included), peak memory is the process's max RSS.
+
+Writes bench/results/replay.json and the replay section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = HERE / "data" / "spins-500k.jsonl"
+CONFIG = HERE / "replay-bench.toml"
+RESULTS = HERE / "results"
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+BIN = Path(sys.executable).parent
+
+FLOOR = """
+import sys, orjson
+loads = orjson.loads
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        loads(line)
+"""
+
+
+def generate() -> None:
+    if DATA.exists():
+        return
+    DATA.parent.mkdir(parents=True, exist_ok=True)
+    print(f"generating {DATA} ...", file=sys.stderr)
+    subprocess.run([str(BIN / "sessionizer"), "generate", "--events", "500000", "--players", "50000",
+                    "--seed", "42", "--delayed-share", "0.2", "--max-delay-ms", "20000", "-o", str(DATA)], check=True)
+
+
+def measure(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[0]} failed:\n{stderr}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    generate()
+    out_dir = RESULTS / "replay-out"
+    floor_cmd = [sys.executable, "-c", FLOOR, str(DATA)]
+    replay_cmd = [str(BIN / "sessionizer"), "replay", "--no-progress", "--config", str(CONFIG),
+                  "--output-dir", str(out_dir), str(DATA)]
+    floors, replays = [], []
+    for round_no in range(REPEAT):
+        floors.append(measure(floor_cmd))
+        replays.append(measure(replay_cmd))
+        print(f"round {round_no + 1}: floor {floors[-1][0]:.2f} s, replay {replays[-1][0]:.2f} s "
+              f"({replays[-1][1] / 2**20:.0f} MiB)", file=sys.stderr)
+    floor = statistics.median(t for t, _ in floors)
+    replay = statistics.median(t for t, _ in replays)
+    outputs = {p.stem: sum(1 for _ in p.open("rb")) for p in sorted(out_dir.glob("*.jsonl"))}
+    result = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "events": 500_000,
+        "repeat": REPEAT,
+        "floor_seconds": round(floor, 3),
+        "replay_seconds": round(replay, 3),
+        "ratio": round(replay / floor, 2),
+        "replay_events_per_second": round(500_000 / replay),
+        "replay_peak_rss_mib": round(max(rss for _, rss in replays) / 2**20, 1),
+        "floor_peak_rss_mib": round(max(rss for _, rss in floors) / 2**20, 1),
+        "outputs": outputs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_section(result)
+    print(json.dumps(result, indent=2))
+
+
+def write_section(r: dict) -> None:
+    section = "\n".join([
+        "<!-- replay-bench:start (written by `make bench`) -->",
+        f"Measured {r['date']} on {r['machine']}; {r['python']}; median of {r['repeat']} alternating runs.",
+        "",
+        "| what (500k spins, 50k players) | wall time | events/s | peak RSS |",
+        "|---|---:|---:|---:|",
+        f"| orjson parse floor (a bare `orjson.loads` loop) | {r['floor_seconds']:.2f} s | "
+        f"{500_000 / r['floor_seconds']:,.0f} | {r['floor_peak_rss_mib']:.0f} MiB |",
+        f"| `sessionizer replay` (10-min capped sessions + 2-min rolling) | {r['replay_seconds']:.2f} s | "
+        f"{r['replay_events_per_second']:,} | {r['replay_peak_rss_mib']:.0f} MiB |",
+        "",
+        f"**Replay / floor: {r['ratio']:.2f}x** (goal: at most 3x, peak memory under 300 MB). "
+        "Records out: " + ", ".join(f"{topic} {n:,}" for topic, n in r["outputs"].items()) + ".",
+        "<!-- replay-bench:end -->",
+    ])
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = "<!-- replay-bench:start", "<!-- replay-bench:end -->"
+    if start in text:
+        before = text[: text.index(start)]
+        after = text[text.index(end) + len(end):]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n## Replay against the parse floor (`make bench`)\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
