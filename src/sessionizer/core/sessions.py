@@ -215,8 +215,14 @@ class SessionStore:
         old_starts = state.starts
         # Sessions before the one holding the record just before `at` cannot change.
         keep = bisect_right(old_starts, at - 1) - 1 if at else 0
-        state.starts = old_starts[:keep] + sweep(state.times, rules, old_starts[keep],
-                                                 frozenset(old_starts[keep + 1:]), shift=1)
+        stop = old_starts[keep + 1] if keep + 1 < len(old_starts) else len(state.times) - 1
+        if 0 < at and old_starts[keep] < at < stop and stop - old_starts[keep] < self._max_events:
+            # Inside a session that has room: its time checks hold as before (the record lies
+            # between two of its records), so no bound moves; later ones shift by one.
+            state.starts = old_starts[:keep + 1] + [first + 1 for first in old_starts[keep + 1:]]
+        else:
+            state.starts = old_starts[:keep] + sweep(state.times, rules, old_starts[keep],
+                                                     frozenset(old_starts[keep + 1:]), shift=1)
         session = bisect_right(state.starts, at) - 1
         first = state.starts[session]
         stop = state.starts[session + 1] if session + 1 < len(state.starts) else len(state.times)
@@ -280,6 +286,17 @@ class SessionStore:
         """Close this key's sessions that are due at `now`, then reschedule it."""
         rules = self.rules
         times = state.times
+        if len(state.starts) == 1:  # the common case: one open session
+            count = len(times)
+            due = rules.close_at(times[-1], count)
+            if due > now:
+                self._schedule(key, state, due)
+                return
+            self._close_sessions(key, state, [(0, count)], emit, end_of_input=False)
+            if self.track_changes:
+                self.changed.add(key)
+            self._drop_empty(key, state, now)
+            return
         closing = [
             (first, stop) for first, stop in state.sessions()
             if rules.close_at(times[stop - 1], stop - first) <= now
