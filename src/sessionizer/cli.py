@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help="JSON-lines files, .gz too; - is stdin")
 
+    run = commands.add_parser("run", help="run the aggregation on Kafka, exactly once (until SIGTERM/SIGINT)")
+    run.add_argument("--config", required=True, help="the TOML config, with a [kafka] table")
+
     generate = commands.add_parser("generate", help="write a realistic, reproducible spin stream (JSON lines)")
     generate.add_argument("--events", type=int, default=4000)
     generate.add_argument("--players", type=int, default=300)
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         if args.command == "generate":
             return _generate(args)
+        if args.command == "run":
+            return _run(args)
     except ConfigError as error:
         return _fail(f"config: {error}")
     except KeyboardInterrupt:
@@ -58,6 +63,19 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail(str(error))
     print(summary(result), file=sys.stderr)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_run_settings
+    from .logs import setup_logging
+
+    settings = load_run_settings(args.config)
+    setup_logging(settings.log_format)
+    try:
+        from .kafka.runtime import run
+    except ImportError as error:  # confluent-kafka is an optional dependency
+        return _fail(f"sessionizer run needs confluent-kafka: pip install 'sessionizer[kafka]' ({error})")
+    return run(settings)
 
 
 def _generate(args: argparse.Namespace) -> int:

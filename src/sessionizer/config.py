@@ -7,7 +7,9 @@ Every problem is a ConfigError whose message starts with the key it is about
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,37 @@ class DeadLetterTable(_Table):
     topic: str = "xp-dead-letter"
 
 
+KafkaProperty = str | int | float | bool
+
+
+class KafkaTable(_Table):
+    bootstrap_servers: str = "localhost:9092"
+    input_topic: str = "xtremepush_events"
+    group_id: str = "sessionizer"
+    client_id: str | None = None  # default: the host name; names this process's transactional id
+    transactional_id: str | None = None  # default: "<group_id>-<client_id>"
+    consumer: dict[str, KafkaProperty] = {}  # librdkafka properties, passed through
+    producer: dict[str, KafkaProperty] = {}
+    common: dict[str, KafkaProperty] = {}  # for the consumer, the producer and the admin client
+
+
+class RuntimeTable(_Table):
+    idle_timeout: Duration = "5s"  # or "off"
+    commit_interval: Duration = "250ms"  # how often a transaction commits
+    batch_size: int = 5000  # records taken per poll at most
+    status_interval: Duration = "10s"  # or "off"
+    snapshot_dir: str | None = None  # local state snapshots that speed restores; the changelog stays the truth
+    snapshot_interval: Duration = "30s"
+    log_format: str = "text"  # or "json"
+
+
 class ConfigFile(_Table):
     input: InputTable = msgspec.field(default_factory=InputTable)
     sessions: SessionsTable | None = None
     rolling: list[RollingTable] = []
     dead_letter: DeadLetterTable = msgspec.field(default_factory=DeadLetterTable)
+    kafka: KafkaTable = msgspec.field(default_factory=KafkaTable)
+    runtime: RuntimeTable = msgspec.field(default_factory=RuntimeTable)
 
 
 _DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
@@ -87,9 +115,98 @@ def parse_duration(value: Any, key: str) -> int:
     raise ConfigError(f"{key}: {value!r} is not a duration (like \"250ms\", \"30s\", \"10m\", \"2h\", or milliseconds)")
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything `sessionizer run` needs: the job, where Kafka is, and how the runtime behaves."""
+
+    spec: JobSpec
+    bootstrap_servers: str
+    input_topic: str
+    group_id: str
+    client_id: str
+    transactional_id: str
+    consumer: dict[str, Any]
+    producer: dict[str, Any]
+    common: dict[str, Any]
+    idle_timeout_ms: int | None  # None: idle partitions keep their stream time
+    commit_interval_ms: int
+    batch_size: int
+    status_interval_ms: int | None
+    snapshot_dir: Path | None
+    snapshot_interval_ms: int
+    log_format: str
+
+    def changelog_topic(self, store: str) -> str:
+        """Kafka Streams' naming: <application id>-<store>-changelog."""
+        return f"{self.group_id}-{store}-changelog"
+
+
 def load_config(path: str | Path, *, live: bool = False) -> JobSpec:
     """Read and validate a config file; `live` is False for replay (no Kafka timestamps)."""
     return build_spec(read_config_file(path), live=live)
+
+
+def load_run_settings(path: str | Path) -> RunSettings:
+    config = read_config_file(path)
+    return build_run_settings(config, build_spec(config, live=True))
+
+
+def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
+    k, r = config.kafka, config.runtime
+    if not k.bootstrap_servers.strip():
+        raise ConfigError("kafka.bootstrap_servers: empty; give host:port[,host:port...]")
+    _topic(k.input_topic, "kafka.input_topic")
+    if k.input_topic in spec.topics:
+        raise ConfigError(f"kafka.input_topic: {k.input_topic!r} is also an output topic")
+    if not k.group_id:
+        raise ConfigError("kafka.group_id: empty")
+    client_id = k.client_id or socket.gethostname()
+    for table, props in (("consumer", k.consumer), ("producer", k.producer), ("common", k.common)):
+        for name in props:
+            if name in _RUNTIME_OWNED:
+                raise ConfigError(f"kafka.{table}.{name}: set by sessionizer itself ({_RUNTIME_OWNED[name]})")
+    if r.batch_size < 1:
+        raise ConfigError(f"runtime.batch_size: {r.batch_size} is less than 1")
+    if r.log_format not in ("text", "json"):
+        raise ConfigError(f"runtime.log_format: {r.log_format!r} is neither \"text\" nor \"json\"")
+    commit_interval = parse_duration(r.commit_interval, "runtime.commit_interval")
+    if commit_interval <= 0:
+        raise ConfigError("runtime.commit_interval: must be more than 0")
+    return RunSettings(
+        spec=spec,
+        bootstrap_servers=k.bootstrap_servers,
+        input_topic=k.input_topic,
+        group_id=k.group_id,
+        client_id=client_id,
+        transactional_id=k.transactional_id or f"{k.group_id}-{client_id}",
+        consumer=dict(k.consumer),
+        producer=dict(k.producer),
+        common=dict(k.common),
+        idle_timeout_ms=_optional_duration(r.idle_timeout, "runtime.idle_timeout"),
+        commit_interval_ms=commit_interval,
+        batch_size=r.batch_size,
+        status_interval_ms=_optional_duration(r.status_interval, "runtime.status_interval"),
+        snapshot_dir=Path(r.snapshot_dir) if r.snapshot_dir else None,
+        snapshot_interval_ms=parse_duration(r.snapshot_interval, "runtime.snapshot_interval"),
+        log_format=r.log_format,
+    )
+
+
+# librdkafka settings the exactly-once runtime depends on: not to be overridden.
+_RUNTIME_OWNED = {
+    "enable.auto.commit": "offsets are committed inside each transaction",
+    "isolation.level": "read_committed, so aborted records are never read",
+    "transactional.id": "use kafka.transactional_id",
+    "group.id": "use kafka.group_id",
+    "enable.idempotence": "transactions need it",
+    "enable.partition.eof": "idle partitions are detected with it",
+}
+
+
+def _optional_duration(value: Any, key: str) -> int | None:
+    if value == "off":
+        return None
+    return parse_duration(value, key)
 
 
 def read_config_file(path: str | Path) -> ConfigFile:

@@ -92,3 +92,49 @@ def test_unreadable_or_invalid_toml_names_the_file(tmp_path):
     bad.write_text("[sessions\n")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_config(bad)
+
+
+# -- the [kafka] and [runtime] tables (sessionizer run) ---------------------------------------
+
+def run_settings_of(text: str):
+    from sessionizer.config import build_run_settings
+
+    config = parse_config(tomllib.loads(text))
+    return build_run_settings(config, build_spec(config, live=True))
+
+
+def test_run_settings_defaults():
+    settings = run_settings_of("[sessions]\n[kafka]\nclient_id = \"worker-1\"\n")
+    assert settings.bootstrap_servers == "localhost:9092"
+    assert settings.input_topic == "xtremepush_events"
+    assert settings.group_id == "sessionizer"
+    assert settings.transactional_id == "sessionizer-worker-1"
+    assert settings.idle_timeout_ms == 5000
+    assert settings.commit_interval_ms == 250
+    assert settings.changelog_topic("sessions") == "sessionizer-sessions-changelog"
+
+
+def test_idle_timeout_off():
+    assert run_settings_of("[sessions]\n[runtime]\nidle_timeout = \"off\"\n").idle_timeout_ms is None
+
+
+def test_pass_through_librdkafka_properties():
+    settings = run_settings_of('[sessions]\n[kafka.consumer]\n"fetch.min.bytes" = 1000\n'
+                               '[kafka.common]\n"security.protocol" = "SSL"\n')
+    assert settings.consumer == {"fetch.min.bytes": 1000}
+    assert settings.common == {"security.protocol": "SSL"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[sessions]\n[kafka.consumer]\n\"enable.auto.commit\" = true\n", "kafka.consumer.enable.auto.commit: set by"),
+    ("[sessions]\n[kafka.producer]\n\"transactional.id\" = \"x\"\n", "kafka.producer.transactional.id: set by"),
+    ("[sessions]\n[kafka]\ninput_topic = \"xp-session-events\"\n", "kafka.input_topic: 'xp-session-events' is also"),
+    ("[sessions]\n[kafka]\nbootstrap = \"x\"\n", "kafka.bootstrap: unknown key"),
+    ("[sessions]\n[runtime]\nidle_timeout = \"soon\"\n", "runtime.idle_timeout: 'soon' is not a duration"),
+    ("[sessions]\n[runtime]\ncommit_interval = 0\n", "runtime.commit_interval: must be more than 0"),
+    ("[sessions]\n[runtime]\nlog_format = \"xml\"\n", "runtime.log_format: 'xml' is neither"),
+])
+def test_bad_run_settings_name_the_key(text, message):
+    with pytest.raises(ConfigError) as caught:
+        run_settings_of(text)
+    assert str(caught.value).startswith(message)

@@ -84,3 +84,15 @@ def test_null_kafka_value_is_invalid_json_with_null_record():
 def test_processing_goes_on_after_dead_letters():
     out = run(spec(SessionRules(gap=10)), [*EVERY_CODE.values(), line("a", 5)])
     assert [o.topic for o in out].count("sessions-out") == 1
+
+
+def test_an_oversized_dead_letter_is_shrunk_but_keeps_its_trace():
+    from sessionizer.core.envelope import dead_letter, shrink_dead_letter
+
+    letter = dead_letter("invalid_json", "not JSON: truncated", None, b'{"x":"' + b"\x01" * 300_000, {"offset": 9})
+    small = shrink_dead_letter(letter, 100_000)
+    assert len(small) <= 100_000
+    decoded = orjson.loads(small)
+    assert decoded["record_truncated"] is True
+    assert decoded["error"] == "invalid_json" and decoded["source"] == {"offset": 9}
+    assert decoded["record"].startswith('{"x":"') and len(decoded["record"]) > 1000

@@ -54,3 +54,21 @@ def dead_letter(error: str, detail: str, aggregation: str | None, raw: bytes | N
             letter["record_base64"] = base64.b64encode(raw).decode("ascii")
     letter["source"] = source
     return orjson.dumps(letter)
+
+
+def shrink_dead_letter(letter: bytes, limit: int) -> bytes:
+    """A dead letter cut to at most `limit` bytes: `record` shortened (and `record_base64`
+    dropped), with `record_truncated: true`, so an oversized input still leaves its trace."""
+    fields = orjson.loads(letter)
+    fields.pop("record_base64", None)
+    fields["record_truncated"] = True
+    record = fields.get("record") or ""
+    fields["record"] = ""
+    room = limit - len(orjson.dumps(fields))
+    while room > 0:
+        fields["record"] = record[: room // 6]  # escaping can take 6 bytes per character
+        encoded = orjson.dumps(fields)
+        if len(encoded) <= limit:
+            return encoded
+        room //= 2
+    return orjson.dumps(fields)

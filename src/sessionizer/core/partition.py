@@ -139,6 +139,11 @@ class Partition:
         return [Output(topic, key, value) for topic, records in self.drain_by_topic().items()
                 for key, value in records]
 
+    @property
+    def has_pending(self) -> bool:
+        """Final records not drained yet, or state changes not taken yet."""
+        return any(self._out.values()) or any(store.changed for store in self.stores.values())
+
     def _close_due(self) -> None:
         now = self.stream_time
         sessions = self.sessions

@@ -1,0 +1,1 @@
+"""`sessionizer run`: the pure core on Kafka, exactly once."""

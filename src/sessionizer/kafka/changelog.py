@@ -1,0 +1,93 @@
+"""Partition state <-> compacted changelog topics (Kafka Streams' store/changelog split).
+
+Input partition p keeps each aggregation's state in partition p of that
+aggregation's changelog topic: one record per key (a player, or a
+"<start>:<group>" window) whose latest value is its open state, a tombstone
+when it has none, and "" for the partition's stream time. The runtime writes
+these in the same transaction as the outputs and the input offsets, so the
+changelog (read_committed) always matches the committed offsets: restoring it
+and resuming from those offsets continues exactly where the last commit left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from ..config import RunSettings
+from ..core.partition import Partition
+from .clients import restore_consumer_config
+from .topics import store_names
+
+log = logging.getLogger("sessionizer.changelog")
+
+
+def restore_partitions(settings: RunSettings, partitions: list[int], make: Callable[[int], Partition],
+                       start_offsets: dict[tuple[str, int], int] | None = None) -> dict[int, Partition]:
+    """Fresh Partitions for `partitions`, loaded from the changelog up to its last committed record.
+
+    `start_offsets` ((store, partition) -> offset) skips what a local snapshot already holds:
+    `make` must then return Partitions loaded from that snapshot.
+    """
+    started = time.monotonic()
+    parts = {p: make(p) for p in partitions}
+    topic_store = {settings.changelog_topic(store): store for store in store_names(settings)}
+    consumer = Consumer(restore_consumer_config(settings))
+    applied = 0
+    try:
+        assignment = []
+        for topic, store in topic_store.items():
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                start = (start_offsets or {}).get((store, p), OFFSET_BEGINNING)
+                if high > max(low, start if start >= 0 else low):
+                    assignment.append(TopicPartition(topic, p, start))
+        remaining = {(tp.topic, tp.partition) for tp in assignment}
+        if assignment:
+            consumer.assign(assignment)
+        last_report = time.monotonic()
+        while remaining:
+            batch: dict[tuple[str, int], list[tuple[str, bytes | None]]] = defaultdict(list)
+            for message in consumer.consume(num_messages=20_000, timeout=0.1):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard((message.topic(), message.partition()))
+                    elif error.fatal():
+                        raise RuntimeError(f"restoring from {message.topic()}: {error.str()}")
+                    else:
+                        log.warning("restore: consumer error", extra={"error": error.str()})
+                    continue
+                key = message.key()
+                batch[(message.topic(), message.partition())].append(
+                    (key.decode("utf-8") if key is not None else "", message.value()))
+            for (topic, p), records in batch.items():
+                parts[p].restore(topic_store[topic], records)
+                applied += len(records)
+            if remaining and time.monotonic() - last_report > 5:
+                last_report = time.monotonic()
+                log.info("restore: still reading the changelog (an open transaction of a crashed instance "
+                         "holds it until that transaction times out)",
+                         extra={"records": applied, "waiting_for": len(remaining)})
+    finally:
+        consumer.close()
+    for part in parts.values():
+        part.finish_restore()
+    log.info("restored partitions", extra={
+        "partitions": ",".join(map(str, sorted(partitions))) or "-", "changelog_records": applied,
+        "open_windows": sum(part.open_windows for part in parts.values()),
+        "seconds": round(time.monotonic() - started, 3)})
+    return parts
+
+
+def changelog_records(settings: RunSettings, partition: Partition) -> list[tuple[str, bytes, bytes | None]]:
+    """(topic, key, value) of what changed in `partition` since the last call."""
+    records = []
+    for store, changes in partition.take_changes().items():
+        topic = settings.changelog_topic(store)
+        records.extend((topic, key.encode("utf-8"), value) for key, value in changes)
+    return records

@@ -1,0 +1,443 @@
+"""`sessionizer run`: consume -> the core -> one Kafka transaction, per commit interval.
+
+The loop (one process, one transactional producer, EOS v2 / KIP-447):
+
+1. consume a batch; each record goes to its input partition's core Partition;
+2. idle partitions (at their end, no record for `idle_timeout`) have their stream
+   time moved on by the wall-clock time since their last record, so the last
+   windows close when traffic stops;
+3. every `commit_interval`: one transaction holds the final records, the dead
+   letters, the changelog of every state change, and the input offsets
+   (`send_offsets_to_transaction` with the consumer's group metadata).
+
+Nothing reaches Kafka outside a transaction, and the core buffers its output
+until then, so a crash at any moment loses only uncommitted work, which the
+next owner of the partition redoes from the committed offsets and the
+changelog. A failed transaction is aborted and the partitions are rewound to
+their last commit the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from ..config import RunSettings
+from ..core.envelope import shrink_dead_letter
+from ..core.partition import Partition
+from .changelog import changelog_records, restore_partitions
+from .clients import MAX_MESSAGE_BYTES, admin_config, consumer_config, producer_config
+from .topics import TopicError, ensure_topics
+
+log = logging.getLogger("sessionizer.run")
+
+PARTITION_EOF = KafkaError._PARTITION_EOF
+POLL_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 30.0
+CALL_TIMEOUT_SECONDS = 30.0
+# Connection-level errors: Kafka may be gone; transactional calls wait until it is back.
+OUTAGE_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
+
+
+@dataclass
+class PartitionTask:
+    """One assigned input partition: its core, and what the idle clock needs."""
+
+    part: Partition
+    last_record_at: float  # monotonic seconds: the last record, or the restore
+    last_record_time: int  # stream time then
+    at_end: bool = False  # the consumer has reached the partition's end since that record
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    transactions: int = 0
+    rewinds: int = 0
+    last_status: float = field(default_factory=time.monotonic)
+    records_at_last_status: int = 0
+
+
+class Runtime:
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.tasks: dict[int, PartitionTask] = {}
+        self.offsets: dict[int, int] = {}  # input partition -> next offset, not yet committed
+        self.stopping = False
+        self.counters = Counters()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._last_commit = time.monotonic()
+        self._input = settings.input_topic
+        self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
+        self._watchdog = Watchdog(CALL_TIMEOUT_SECONDS * 3)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
+        log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
+                                    "group": self.settings.group_id,
+                                    "transactional_id": self.settings.transactional_id})
+        self._retry("create topics", self._ensure_topics)
+        self.producer = self._retry("start the transactional producer", self._new_producer)
+        if self.stopping:
+            return 0
+        self.consumer = Consumer({**consumer_config(self.settings), "error_cb": self._on_client_error})
+        self.consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        try:
+            while not self.stopping:
+                self._step()
+            self._commit()
+        finally:
+            self.stopping = True
+            self.consumer.close()  # revokes what is left (nothing pending by now)
+            self.producer.flush(10)
+        log.info("stopped", extra={"records": self.counters.records, "transactions": self.counters.transactions})
+        return 0
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("stopping: finishing the current transaction", extra={"signal": signal.Signals(signum).name})
+        self.stopping = True
+
+    def _step(self) -> None:
+        assert self.consumer is not None
+        if self._outage_since is not None and not self._kafka_is_back():
+            time.sleep(0.5)  # nothing is consumed or committed while Kafka is away
+            return
+        messages = self.consumer.consume(num_messages=self.settings.batch_size, timeout=POLL_SECONDS)
+        if messages:
+            self._feed(messages)
+        self._advance_idle()
+        now = time.monotonic()
+        if (now - self._last_commit) * 1000 >= self.settings.commit_interval_ms:
+            self._commit()
+        if self.settings.status_interval_ms is not None and \
+                (now - self.counters.last_status) * 1000 >= self.settings.status_interval_ms:
+            self._status(now)
+
+    # -- records in ----------------------------------------------------------------------
+
+    def _feed(self, messages: list[Message]) -> None:
+        tasks, offsets = self.tasks, self.offsets
+        fed: dict[int, int] = {}  # partition -> records in this batch
+        ended: set[int] = set()  # partitions whose end came after their last record in this batch
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == PARTITION_EOF:
+                    ended.add(message.partition())
+                else:
+                    self._consumer_error(error)
+                continue
+            partition = message.partition()
+            task = tasks.get(partition)
+            if task is None:  # revoked while this batch was in flight
+                continue
+            if ended and partition in ended:
+                ended.discard(partition)
+            timestamp_type, timestamp = message.timestamp()
+            task.part.feed(message.value(), message, timestamp if timestamp_type else None)
+            offsets[partition] = message.offset() + 1
+            fed[partition] = fed.get(partition, 0) + 1
+        now = time.monotonic()
+        for partition, count in fed.items():
+            task = tasks[partition]
+            task.last_record_at, task.last_record_time, task.at_end = now, task.part.stream_time, False
+            self.counters.records += count
+        for partition in ended:
+            task = tasks.get(partition)
+            if task is not None:
+                task.at_end = True
+
+    def _advance_idle(self) -> None:
+        idle_timeout = self.settings.idle_timeout_ms
+        if idle_timeout is None:
+            return
+        now = time.monotonic()
+        for task in self.tasks.values():
+            if task.at_end and task.last_record_time >= 0:
+                idle_ms = int((now - task.last_record_at) * 1000)
+                if idle_ms >= idle_timeout:
+                    task.part.advance(task.last_record_time + idle_ms)
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error (retrying)", extra={"error": error.str()})
+
+    # -- the transaction -------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """One transaction: final records, dead letters, changelog, input offsets."""
+        self._last_commit = time.monotonic()
+        if not self.offsets and not any(task.part.has_pending for task in self.tasks.values()):
+            return
+        if self._outage_since is not None and not self._kafka_is_back():
+            return  # kept for the next commit once Kafka is back
+        assert self.producer is not None and self.consumer is not None
+        producer = self.producer
+        try:
+            producer.begin_transaction()
+            for partition, task in self.tasks.items():
+                self._produce_outputs(task.part)
+                for topic, key, value in changelog_records(self.settings, task.part):
+                    self._produce(topic, value, key, partition)
+            if self.offsets:
+                with self._watchdog.watch("send_offsets_to_transaction"):
+                    producer.send_offsets_to_transaction(
+                        [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()],
+                        self.consumer.consumer_group_metadata(), CALL_TIMEOUT_SECONDS)
+            self._commit_transaction()
+        except KafkaException as failure:
+            self._abort(failure.args[0])  # and rewind: the work is redone from the last commit
+            return
+        self.offsets.clear()
+        self.counters.transactions += 1
+
+    def _commit_transaction(self) -> None:
+        assert self.producer is not None
+        delay = 0.5
+        while True:
+            try:
+                with self._watchdog.watch("commit_transaction"):
+                    self.producer.commit_transaction(CALL_TIMEOUT_SECONDS)
+                return
+            except KafkaException as failure:
+                error = failure.args[0]
+                if not error.retriable():
+                    raise
+                log.warning("commit not confirmed yet (retrying)", extra={"error": error.str(), "in_s": delay})
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _abort(self, error: KafkaError) -> None:
+        """After a failed transaction: abort it and rewind every partition to the last commit."""
+        log.error("transaction failed: aborting and rewinding to the last commit",
+                  extra={"error": error.str(), "fatal": error.fatal()})
+        assert self.producer is not None
+        if error.fatal():
+            self.producer = self._retry("restart the transactional producer", self._new_producer)
+        else:
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as abort_failure:
+                log.error("abort failed: restarting the producer", extra={"error": abort_failure.args[0].str()})
+                self.producer = self._retry("restart the transactional producer", self._new_producer)
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Drop uncommitted work: restore every partition from the changelog, seek to its committed offset."""
+        assert self.consumer is not None
+        self.counters.rewinds += 1
+        partitions = sorted(self.tasks)
+        self.offsets.clear()
+        self._restore(partitions)
+        committed = self.consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout=30)
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:  # nothing committed yet: from the beginning (auto.offset.reset)
+                self.consumer.seek(TopicPartition(self._input, tp.partition, 0))
+
+    def _produce_outputs(self, part: Partition) -> None:
+        dead_letter_topic = self.settings.spec.dead_letter_topic
+        for topic, records in part.drain_by_topic().items():
+            for key, value in records:
+                if topic == dead_letter_topic and len(value) > MAX_MESSAGE_BYTES - 1024:
+                    value = shrink_dead_letter(value, MAX_MESSAGE_BYTES - 1024)
+                self._produce(topic, value, key.encode("utf-8") if key is not None else None)
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1) -> None:
+        assert self.producer is not None
+        while True:
+            try:
+                if partition >= 0:
+                    self.producer.produce(topic, value, key, partition=partition)
+                else:
+                    self.producer.produce(topic, value, key)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.1)
+
+    # -- partitions come and go ------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        new = sorted(tp.partition for tp in partitions if tp.topic == self._input and tp.partition not in self.tasks)
+        if new:
+            self._restore(new)
+        log.info("assigned", extra={"partitions": ",".join(map(str, new)) or "-"})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self.stopping or self.offsets:
+            self._commit()  # everything done so far, revoked partitions included, is committed first
+        gone = [tp.partition for tp in partitions if tp.topic == self._input]
+        for partition in gone:
+            self.tasks.pop(partition, None)
+            self.offsets.pop(partition, None)
+        log.info("revoked", extra={"partitions": ",".join(map(str, sorted(gone))) or "-"})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member owns them now: their uncommitted work must not be committed by us.
+        gone = [tp.partition for tp in partitions if tp.topic == self._input]
+        for partition in gone:
+            self.tasks.pop(partition, None)
+            self.offsets.pop(partition, None)
+        log.warning("lost partitions (their uncommitted work is dropped)",
+                    extra={"partitions": ",".join(map(str, sorted(gone)))})
+
+    def _restore(self, partitions: list[int]) -> None:
+        parts = restore_partitions(self.settings, partitions, self._new_partition)
+        now = time.monotonic()
+        for partition, part in parts.items():
+            self.tasks[partition] = PartitionTask(part, now, part.stream_time)
+
+    def _new_partition(self, partition: int) -> Partition:
+        topic = self._input
+
+        def describe(message: Message) -> dict[str, Any]:
+            timestamp_type, timestamp = message.timestamp()
+            return {"topic": topic, "partition": message.partition(), "offset": message.offset(),
+                    "timestamp": timestamp if timestamp_type else None}
+
+        return Partition(self.settings.spec, track_changes=True, describe_source=describe)
+
+    # -- clients, retries, status ------------------------------------------------------------------
+
+    def _ensure_topics(self) -> None:
+        admin = AdminClient(admin_config(self.settings))
+        partitions = ensure_topics(admin, self.settings)
+        log.info("topics ready", extra={"input_partitions": partitions})
+
+    def _new_producer(self) -> Producer:
+        producer = Producer({**producer_config(self.settings), "error_cb": self._on_client_error})
+        producer.init_transactions(CALL_TIMEOUT_SECONDS)
+        return producer
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        if error.code() in OUTAGE_ERRORS:
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                log.warning("Kafka looks unreachable: pausing until it answers again",
+                            extra={"error": error.str(), "bootstrap": self.settings.bootstrap_servers})
+        elif error.fatal():
+            log.error("fatal client error", extra={"error": error.str()})
+        else:
+            log.warning("client error", extra={"error": error.str()})
+
+    def _kafka_is_back(self) -> bool:
+        """A metadata round trip and the group coordinator (committed offsets) both answer."""
+        assert self.consumer is not None
+        try:
+            self.consumer.list_topics(self._input, timeout=2)
+            if self.tasks:
+                self.consumer.committed([TopicPartition(self._input, p) for p in self.tasks], timeout=2)
+        except KafkaException:
+            return False
+        log.info("Kafka answers again: resuming with a fresh transactional producer",
+                 extra={"paused_s": round(time.monotonic() - (self._outage_since or time.monotonic()), 1)})
+        self._outage_since = None
+        # librdkafka's producer can keep a stale coordinator after an outage and then block in
+        # send_offsets_to_transaction (issues #5456, #5511). It had no open transaction while we
+        # paused, so a new one with the same transactional id takes over cleanly.
+        self.producer = self._retry("restart the transactional producer", self._new_producer)
+        return True
+
+    def _retry(self, what: str, action: Any) -> Any:
+        delay = 1.0
+        while True:
+            try:
+                return action()
+            except (KafkaException, TopicError) as failure:
+                error = failure.args[0] if failure.args else failure
+                text = error.str() if isinstance(error, KafkaError) else str(error)
+                if isinstance(error, KafkaError) and error.fatal():
+                    raise
+                if self.stopping:
+                    raise SystemExit(1) from None
+                log.warning(f"cannot {what} yet: retrying", extra={"error": text, "in_s": delay,
+                                                                   "bootstrap": self.settings.bootstrap_servers})
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _status(self, now: float) -> None:
+        counters = self.counters
+        elapsed = now - counters.last_status
+        rate = (counters.records - counters.records_at_last_status) / elapsed if elapsed > 0 else 0.0
+        counters.last_status, counters.records_at_last_status = now, counters.records
+        log.info("status", extra={
+            "records_per_s": round(rate), "records": counters.records, "partitions": len(self.tasks),
+            "open_windows": sum(task.part.open_windows for task in self.tasks.values()),
+            "lag": self._lag(), "transactions": counters.transactions, "rewinds": counters.rewinds})
+
+    def _lag(self) -> int:
+        assert self.consumer is not None
+        lag = 0
+        for partition in self.tasks:
+            tp = TopicPartition(self._input, partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                position = self.consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if high >= 0 and position >= 0:
+                lag += max(0, high - position)
+        return lag
+
+
+def run(settings: RunSettings) -> int:
+    return Runtime(settings).run()
+
+
+class Watchdog:
+    """Ends the process when one librdkafka call blocks far past its own timeout.
+
+    librdkafka's send_offsets_to_transaction can block for good when the group
+    coordinator goes away during the call (librdkafka issues #5456, #5511). The
+    transaction is then never committed, so exiting loses nothing: the next
+    process (a supervisor restarts it) redoes the work from the last commit.
+    """
+
+    def __init__(self, limit_seconds: float) -> None:
+        self.limit = limit_seconds
+        self._call: tuple[str, float] | None = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, name: str) -> "_Watch":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sessionizer-watchdog", daemon=True)
+            self._thread.start()
+        return _Watch(self, name)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            call = self._call
+            if call is not None and time.monotonic() - call[1] > self.limit:
+                log.critical("a Kafka call is stuck far past its timeout: exiting so a fresh process takes over "
+                             "(nothing is lost: the open transaction is never committed)",
+                             extra={"call": call[0], "stuck_s": round(time.monotonic() - call[1])})
+                logging.shutdown()
+                os._exit(70)
+
+
+class _Watch:
+    def __init__(self, watchdog: Watchdog, name: str) -> None:
+        self.watchdog, self.name = watchdog, name
+
+    def __enter__(self) -> None:
+        self.watchdog._call = (self.name, time.monotonic())
+
+    def __exit__(self, *_: object) -> None:
+        self.watchdog._call = None

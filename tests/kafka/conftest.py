@@ -1,0 +1,29 @@
+"""A real Apache Kafka broker (KRaft, from Maven Central jars) for the whole test session."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "kafka"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from broker import Broker  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/kafka" in str(item.fspath):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with Broker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker):
+    return broker.bootstrap

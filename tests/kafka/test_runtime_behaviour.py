@@ -1,0 +1,113 @@
+"""`sessionizer run` on the real broker: idle close, malformed messages, a broker that goes away."""
+
+import time
+
+import orjson
+import pytest
+
+from kit import Job, Run, read_committed
+
+SHORT = """
+[sessions]
+topic = "xp-session-events"
+gap = "3s"
+grace = "1s"
+
+[[rolling]]
+topic = "xp-rolling-2min"
+size = "2s"
+grace = "1s"
+
+[dead_letter]
+topic = "xp-dead-letter"
+"""
+
+
+def spin(user: str, at_ms: int, stake: str = "1") -> bytes:
+    return b'{"event":"spin","user_id":"%s","timestamp":%d,"value":{"stake":%s}}' % (user.encode(), at_ms, stake.encode())
+
+
+def wait_for_records(bootstrap: str, topic: str, count: int, timeout: float, run: Run) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [orjson.loads(value) for _, value in read_committed(bootstrap, topic)]
+        if len(records) >= count:
+            return records
+        assert run.alive(), run.log_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"{topic}: fewer than {count} records after {timeout} s:\n{run.log_text()[-3000:]}")
+
+
+def test_idle_close_emits_the_last_windows_after_traffic_stops(bootstrap, tmp_path):
+    base = tmp_path / "short.toml"
+    base.write_text(SHORT)
+    job = Job(bootstrap, "idle", 2, tmp_path, base=base)
+    run = job.start("i", runtime='idle_timeout = "2s"')
+    time.sleep(6)  # joined and assigned
+    now = int(time.time() * 1000)
+    job.produce([spin("alice", now - 500), spin("bob", now - 400), spin("alice", now)], chosen=[0, 1, 0])
+    stopped_at = time.monotonic()
+    sessions = wait_for_records(bootstrap, job.outputs["xp-session-events"], 2, 30, run)
+    waited = time.monotonic() - stopped_at
+    # gap 3 s + grace 1 s + idle_timeout 2 s + 2 s
+    assert waited <= 3 + 1 + 2 + 2, waited
+    assert sorted((s["user_id"], s["value"]["event_count"], s["value"]["close_reason"]) for s in sessions) == [
+        ("alice", 2, "inactivity"), ("bob", 1, "inactivity")]
+    windows = wait_for_records(bootstrap, job.outputs["xp-rolling-2min"], 2, 10, run)
+    assert sum(w["value"]["event_count"] for w in windows) == 3
+    assert run.stop() == 0
+    assert run.log_text().count("msg=status") >= 1
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_with_their_offsets(bootstrap, tmp_path):
+    base = tmp_path / "short.toml"
+    base.write_text(SHORT)
+    job = Job(bootstrap, "malformed", 1, tmp_path, base=base)
+    huge = b'{"user_id":"x","timestamp":1,"pad":"' + b"y" * 1_000_000 + b'"'  # 1 MB, truncated JSON
+    messages = [None, b"\xff\xfe\x00binary", b"not json", huge, b"", spin("carol", 1000), spin("carol", 9000)]
+    job.produce(messages, chosen=[0] * len(messages))
+    run = job.start("m", runtime='idle_timeout = "off"')
+    letters = wait_for_records(bootstrap, job.outputs["xp-dead-letter"], 5, 60, run)
+    sessions = wait_for_records(bootstrap, job.outputs["xp-session-events"], 1, 30, run)
+    assert run.stop() == 0
+    got = sorted((d["source"]["offset"], d["error"]) for d in letters)
+    assert got == [(0, "invalid_json"), (1, "invalid_json"), (2, "invalid_json"), (3, "invalid_json"),
+                   (4, "invalid_json")]
+    for letter in letters:
+        assert letter["source"]["topic"] == job.input_topic and letter["source"]["partition"] == 0
+        assert isinstance(letter["source"]["timestamp"], int)
+    by_offset = {d["source"]["offset"]: d for d in letters}
+    assert by_offset[0]["record"] is None
+    assert "record_base64" in by_offset[1]
+    assert len(by_offset[3]["record"]) == len(huge)  # the whole 1 MB record, as text
+    # Processing went on: carol's first session closed when her next spin came.
+    assert [(s["user_id"], s["value"]["session_start_ms"]) for s in sessions] == [("carol", 1000)]
+
+
+def test_broker_stopped_and_restarted_mid_run_resumes_and_loses_nothing(tmp_path):
+    from broker import Broker
+
+    from test_run_equals_replay import assert_same_as_replay, stream, with_sentinels
+
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        job = Job(broker.bootstrap, "outage", 2, tmp_path)
+        lines, chosen = with_sentinels(job, stream(60_000, 800, seed=21))
+        half = len(lines) // 2
+        per_partition = job.produce(lines[:half], chosen[:half])
+        run = job.start("o", runtime='idle_timeout = "off"\ncommit_interval = "100ms"')
+        time.sleep(6)
+        broker.stop()  # mid-run
+        time.sleep(8)
+        assert run.alive(), run.log_text()[-3000:]
+        broker.start()  # same port, same data
+        rest = job.produce(lines[half:], chosen[half:])
+        for partition, records in enumerate(rest):
+            per_partition[partition].extend(records)
+        job.wait_until_consumed(300, [run])
+        assert run.stop() == 0
+        log = run.log_text()
+        assert "level=error" in log or "level=warning" in log  # the outage was noticed and said
+        assert_same_as_replay(job, per_partition)
+    finally:
+        broker.close()
