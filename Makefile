@@ -13,7 +13,7 @@ OUT := out
 
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run test test-unit bench venv kafka-jars clean
+.PHONY: run test test-unit bench bench-kafka kafka demo venv kafka-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/replay_bench.py
+
+# A local broker on 127.0.0.1:9092 for trying `sessionizer run` by hand (Ctrl-C stops it).
+kafka: $(STAMP) $(KAFKA_STAMP)
+	$(PY) tools/kafka/broker.py --port 9092
+
+# A broker of its own, the sample produced into it, `sessionizer run`, final records as they commit.
+demo: $(STAMP) $(KAFKA_STAMP)
+	$(PY) tools/demo.py
+
+bench-kafka: $(STAMP) $(KAFKA_STAMP)
+	$(PY) bench/kafka_bench.py
 
 clean:
 	rm -rf $(VENV) $(OUT) build bench/data bench/results .pytest_cache .hypothesis

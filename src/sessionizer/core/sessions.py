@@ -142,10 +142,9 @@ class SessionStore:
         self.rules = rules
         self.keys: dict[str, KeySessions] = {}
         self.closed_ends: dict[str, int] = {}
-        self._due: list[tuple[int, int, str]] = []  # (due time, tie-break, key) for `keys`
+        self._due: list[tuple[int, str]] = []  # (due time, key) for `keys`
         self._forget: list[tuple[int, str]] = []  # (forget time, key) for `closed_ends`
         self.next_due = _NEVER  # no stream time before this one has anything to close or forget
-        self._tie = 0
         self._labels: dict[Label, Label] = {}  # shares equal (game, channel) pairs
         self.track_changes = track_changes
         self.changed: set[str] = set()
@@ -253,7 +252,7 @@ class SessionStore:
         """Close every session whose close time stream time `now` has reached."""
         due = self._due
         while due and due[0][0] <= now:
-            when, _, key = heapq.heappop(due)
+            when, key = heapq.heappop(due)
             state = self.keys.get(key)
             if state is None or state.due != when:
                 continue  # superseded by an earlier due time, or key gone
@@ -377,8 +376,7 @@ class SessionStore:
 
     def _schedule(self, key: str, state: KeySessions, due: int) -> None:
         state.due = due
-        self._tie += 1
-        heapq.heappush(self._due, (due, self._tie, key))
+        heapq.heappush(self._due, (due, key))
         if due < self.next_due:
             self.next_due = due
 
@@ -419,18 +417,24 @@ class SessionStore:
         state.closed_end = closed_end
         state.times = _from_le_bytes(times)
         state.amounts = _from_le_bytes(amounts)
-        state.labels = [self._label(*label) if label else None for label in labels]
-        state.starts = sweep(state.times, self.rules)
+        shared = self._labels
+        state.labels = [None if label is None else shared.setdefault(label, label) for label in labels]
+        state.starts = [0] if len(state.times) == 1 else sweep(state.times, self.rules)
         self.keys[key] = state
 
     def reschedule(self) -> None:
         """Rebuild the due-time heaps from the keys' state (after a restore)."""
-        self._due.clear()
         rules = self.rules
+        due = []
         for key, state in self.keys.items():
             times = state.times
-            self._schedule(key, state, min(
-                rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions()))
+            if len(state.starts) == 1:
+                state.due = rules.close_at(times[-1], len(times))
+            else:
+                state.due = min(rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions())
+            due.append((state.due, key))
+        heapq.heapify(due)
+        self._due = due
         self._forget = [(when, key) for key, end in self.closed_ends.items()
                         if (when := rules.forget_at(end)) is not None]
         heapq.heapify(self._forget)
@@ -451,8 +455,10 @@ def _le_bytes(values: array) -> bytes:
 
 
 def _from_le_bytes(data: bytes) -> array:
-    values = array("q")
-    values.frombytes(data)
-    if sys.byteorder != "little":
+    values = array("q", data)
+    if _BIG_ENDIAN:
         values.byteswap()
     return values
+
+
+_BIG_ENDIAN = sys.byteorder != "little"
