@@ -18,6 +18,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kafka)
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    from kit import Run
+
+    yield
+    for run in Run.started:
+        if run.alive():
+            run.kill()
+    Run.started.clear()
+
+
 @pytest.fixture(scope="session")
 def broker():
     with Broker() as running:

@@ -138,9 +138,12 @@ status_interval = "2s"
 
 
 class Run:
-    """One `sessionizer run` process."""
+    """One `sessionizer run` process (every one started is killed at the end of its test)."""
+
+    started: list["Run"] = []
 
     def __init__(self, config: Path, log: Path) -> None:
+        Run.started.append(self)
         self.log_path = log
         self.log = open(log, "ab")
         self.process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)],

@@ -149,9 +149,11 @@ class EventDecoder:
 
     def decode(self, raw: bytes, kafka_timestamp: int | None = None) -> tuple | Invalid | None:
         if self._fast is not None and len(raw) <= MAX_FAST_LINE and raw.isascii() and b"\\" not in raw:
-            event = self._decode_fast(raw, kafka_timestamp)
-            if event is not _EXACT:
-                return event
+            values = self._fast(raw)
+            if values is not None:
+                event = self._check_fast(values, kafka_timestamp)
+                if event is not _EXACT:
+                    return event
         return self.decode_exact(raw, kafka_timestamp)
 
     # -- the fast path (see typed_decode.py): a tuple, None, or _EXACT to ask the exact path -------
@@ -164,10 +166,7 @@ class EventDecoder:
             *((path, LEAF) for path in group_paths),
         ])
 
-    def _decode_fast(self, raw: bytes, kafka_timestamp: int | None) -> Any:
-        values = self._fast(raw)
-        if values is None:
-            return _EXACT
+    def _check_fast(self, values: tuple, kafka_timestamp: int | None) -> Any:
         key, time, stake, win, game, channel, event, *groups = values
         if self._events and event not in self._events:
             return None
