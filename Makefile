@@ -18,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[kafka,test,bench]'
+	$(PY) -m pip install -q -e '.[kafka,aws,gcp,test,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)

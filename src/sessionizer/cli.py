@@ -72,10 +72,14 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_run_settings(args.config)
     setup_logging(settings.log_format)
     try:
+        from .kafka.clients import AccessRefused
         from .kafka.runtime import run
     except ImportError as error:  # confluent-kafka is an optional dependency
         return _fail(f"sessionizer run needs confluent-kafka: pip install 'sessionizer[kafka]' ({error})")
-    return run(settings)
+    try:
+        return run(settings)
+    except AccessRefused as error:
+        return _fail(str(error))
 
 
 def _generate(args: argparse.Namespace) -> int:

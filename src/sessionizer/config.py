@@ -19,6 +19,7 @@ from .core.events import KAFKA_TIMESTAMP, InputFields
 from .core.sessions import SessionRules
 from .core.spec import JobSpec, RollingOutput, SessionOutput
 from .core.windows import WindowRules
+from .platforms import PlatformError, PlatformSettings, platform_settings
 
 
 class ConfigError(ValueError):
@@ -68,7 +69,43 @@ class DeadLetterTable(_Table):
 KafkaProperty = str | int | float | bool
 
 
+class AuthTable(_Table):
+    """Credentials for `kafka.platform`: every secret is `<name>_env` (an environment variable)
+    or `<name>_file` (a file holding it), never a value in the TOML itself."""
+
+    method: str = "api-key"  # confluent-cloud: "api-key" or "oidc"
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_secret_env: str | None = None
+    api_secret_file: str | None = None
+    client_id_env: str | None = None  # oidc
+    client_id_file: str | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    token_endpoint: str | None = None
+    scope: str | None = None
+    logical_cluster: str | None = None
+    identity_pool_id: str | None = None
+    region: str | None = None  # msk-iam
+    role_arn: str | None = None
+    profile: str | None = None
+    username_env: str | None = None  # msk-scram
+    username_file: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    certificate: str | None = None  # msk-tls
+    key: str | None = None
+    key_password_env: str | None = None
+    key_password_file: str | None = None
+    ca: str | None = None  # any TLS platform: a CA bundle, when the system's does not apply
+    credentials_file: str | None = None  # gcp (default: Application Default Credentials); gcp-plain: the key file
+    service_account: str | None = None  # gcp-plain: the account's email (default: client_email of the key file)
+    token_provider: str | None = None  # "module:factory": a custom OAUTHBEARER token provider
+
+
 class KafkaTable(_Table):
+    platform: str = "local"
+    auth: AuthTable = msgspec.field(default_factory=AuthTable)
     bootstrap_servers: str = "localhost:9092"
     input_topic: str = "xtremepush_events"
     group_id: str = "sessionizer"
@@ -135,6 +172,7 @@ class RunSettings:
     snapshot_dir: Path | None
     snapshot_interval_ms: int
     log_format: str
+    platform: PlatformSettings  # how to reach and authenticate to Kafka (secrets inside: never logged)
 
     def changelog_topic(self, store: str) -> str:
         """Kafka Streams' naming: <application id>-<store>-changelog."""
@@ -165,6 +203,13 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         for name in props:
             if name in _RUNTIME_OWNED:
                 raise ConfigError(f"kafka.{table}.{name}: set by sessionizer itself ({_RUNTIME_OWNED[name]})")
+            if name in _SECRET_PROPERTIES:
+                raise ConfigError(f"kafka.{table}.{name}: a secret cannot be written in the config; "
+                                  "use kafka.platform with [kafka.auth] <name>_env or <name>_file")
+    try:
+        platform = platform_settings(k.platform, k.auth)
+    except PlatformError as error:
+        raise ConfigError(str(error)) from None
     if r.batch_size < 1:
         raise ConfigError(f"runtime.batch_size: {r.batch_size} is less than 1")
     if r.log_format not in ("text", "json"):
@@ -189,6 +234,7 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         snapshot_dir=Path(r.snapshot_dir) if r.snapshot_dir else None,
         snapshot_interval_ms=parse_duration(r.snapshot_interval, "runtime.snapshot_interval"),
         log_format=r.log_format,
+        platform=platform,
     )
 
 
@@ -201,6 +247,10 @@ _RUNTIME_OWNED = {
     "enable.idempotence": "transactions need it",
     "enable.partition.eof": "idle partitions are detected with it",
 }
+
+
+_SECRET_PROPERTIES = {"sasl.password", "sasl.oauthbearer.client.secret", "ssl.key.password",
+                      "ssl.keystore.password", "ssl.key.pem", "sasl.jaas.config"}
 
 
 def _optional_duration(value: Any, key: str) -> int | None:

@@ -142,12 +142,12 @@ class Run:
 
     started: list["Run"] = []
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         Run.started.append(self)
         self.log_path = log
         self.log = open(log, "ab")
         self.process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)],
-                                        stdout=self.log, stderr=self.log)
+                                        stdout=self.log, stderr=self.log, env=env)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from ..config import RunSettings
 
@@ -18,6 +22,7 @@ def _base(settings: RunSettings) -> dict[str, Any]:
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
         "logger": KAFKA_LOG,
+        **settings.platform.client_properties(),
         **settings.common,
     }
 
@@ -72,3 +77,52 @@ def restore_consumer_config(settings: RunSettings) -> dict[str, Any]:
 
 def admin_config(settings: RunSettings) -> dict[str, Any]:
     return _base(settings)
+
+
+# Errors that mean "wrong credentials or not allowed", not "not reachable": no point retrying.
+REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL,
+           KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+           KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+
+
+class AccessRefused(RuntimeError):
+    """Kafka answered but refused these credentials: a config problem, reported and not retried."""
+
+
+# A rejected client certificate surfaces as a transport error; its text says what happened.
+_TLS_REFUSALS = ("alert bad certificate", "alert unknown ca", "certificate verify failed", "alert certificate",
+                 "alert handshake failure", "SSL handshake failed")
+
+
+def is_refusal(error: KafkaError) -> bool:
+    return error.code() in REFUSED or (error.code() == KafkaError._TRANSPORT
+                                        and any(text in error.str() for text in _TLS_REFUSALS))
+
+
+def check_access(settings: RunSettings, wait_seconds: float = 20.0) -> None:
+    """Fail fast on wrong credentials. Kafka being unreachable is not decided here: the caller retries."""
+    refused: list[str] = []
+
+    def on_error(error: KafkaError) -> None:
+        if is_refusal(error):
+            refused.append(error.str())
+
+    try:
+        admin = AdminClient({**admin_config(settings), "error_cb": on_error})
+    except Exception as error:  # e.g. a token provider that cannot produce a token
+        raise AccessRefused(settings.platform.explain_refusal(str(error))) from None
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            admin.poll(0)
+            if not refused:
+                return
+        except KafkaException as error:
+            if is_refusal(error.args[0]):
+                refused.append(error.args[0].str())
+        admin.poll(0.2)  # delivers the error callbacks, which carry the reason
+        if refused:
+            raise AccessRefused(settings.platform.explain_refusal(refused[0]))
+    KAFKA_LOG.warning("Kafka did not answer the access check in time; going on and retrying",
+                      extra={"bootstrap": settings.bootstrap_servers})

@@ -34,7 +34,7 @@ from ..config import RunSettings
 from ..core.envelope import shrink_dead_letter
 from ..core.partition import Partition
 from .changelog import changelog_records, restore_partitions
-from .clients import MAX_MESSAGE_BYTES, admin_config, consumer_config, producer_config
+from .clients import MAX_MESSAGE_BYTES, admin_config, check_access, consumer_config, producer_config
 from .topics import TopicError, ensure_topics
 
 log = logging.getLogger("sessionizer.run")
@@ -89,6 +89,7 @@ class Runtime:
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
                                     "transactional_id": self.settings.transactional_id})
+        check_access(self.settings)
         self._retry("create topics", self._ensure_topics)
         self.producer = self._retry("start the transactional producer", self._new_producer)
         if self.stopping:
