@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the aggregation on Kafka, exactly once (until SIGTERM/SIGINT)")
     run.add_argument("--config", required=True, help="the TOML config, with a [kafka] table")
 
+    forward = commands.add_parser("forward", help="deliver the committed final records to Xtremepush (at least once)")
+    forward.add_argument("--config", required=True, help="the TOML config, with [kafka] and [xtremepush] tables")
+
     generate = commands.add_parser("generate", help="write a realistic, reproducible spin stream (JSON lines)")
     generate.add_argument("--events", type=int, default=4000)
     generate.add_argument("--players", type=int, default=300)
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "forward":
+            return _forward(args)
     except ConfigError as error:
         return _fail(f"config: {error}")
     except KeyboardInterrupt:
@@ -66,6 +71,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import shutdown
+
+    shutdown.install()
     from .config import load_run_settings
     from .logs import setup_logging
 
@@ -78,6 +86,24 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"sessionizer run needs confluent-kafka: pip install 'sessionizer[kafka]' ({error})")
     try:
         return run(settings)
+    except AccessRefused as error:
+        return _fail(str(error))
+
+
+def _forward(args: argparse.Namespace) -> int:
+    from . import shutdown
+
+    shutdown.install()
+    from .forward.settings import load_forward_settings
+    from .logs import setup_logging
+
+    settings = load_forward_settings(args.config)
+    setup_logging(settings.source.log_format)
+    from .forward.runner import forward
+    from .kafka.clients import AccessRefused
+
+    try:
+        return forward(settings)
     except AccessRefused as error:
         return _fail(str(error))
 

@@ -126,6 +126,36 @@ class RuntimeTable(_Table):
     log_format: str = "text"  # or "json"
 
 
+class XtremepushTable(_Table):
+    """`sessionizer forward`: where the committed final records go."""
+
+    kind: str = "kafka"  # or "http"
+    topics: list[str] = []  # default: the sessions topic and every rolling topic
+    group_id: str | None = None  # default: "<kafka.group_id>-forward"
+    # kind = "kafka": the events topic Xtremepush provisions (SCRAM-SHA-512 over TLS)
+    bootstrap_servers: str | None = None
+    topic: str = "events"
+    username_env: str | None = None
+    username_file: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    ca: str | None = None
+    # kind = "http": the hit/event API
+    url: str = "https://external-api.xtremepush.com/api/external/hit/event"
+    app_token_env: str | None = None
+    app_token_file: str | None = None
+    oauth_token_url: str | None = None  # instead of an app token: OAuth client credentials
+    client_id_env: str | None = None
+    client_id_file: str | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    scope: str | None = None
+    max_batch: int = 1000
+    max_batch_bytes: int = 1_000_000
+    timeout: Duration = "10s"
+    max_retry_delay: Duration = "60s"
+
+
 class ConfigFile(_Table):
     input: InputTable = msgspec.field(default_factory=InputTable)
     sessions: SessionsTable | None = None
@@ -133,6 +163,7 @@ class ConfigFile(_Table):
     dead_letter: DeadLetterTable = msgspec.field(default_factory=DeadLetterTable)
     kafka: KafkaTable = msgspec.field(default_factory=KafkaTable)
     runtime: RuntimeTable = msgspec.field(default_factory=RuntimeTable)
+    xtremepush: XtremepushTable | None = None
 
 
 _DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")

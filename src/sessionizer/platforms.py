@@ -58,10 +58,11 @@ class Secret:
     __str__ = __repr__
 
 
-def read_secret(auth: Any, name: str, platform: str, required: bool = True) -> Secret | None:
-    """`[kafka.auth] <name>_env` or `<name>_file`, resolved now."""
+def read_secret(auth: Any, name: str, platform: str, required: bool = True,
+                table: str = "kafka.auth") -> Secret | None:
+    """`[<table>] <name>_env` or `<name>_file`, resolved now."""
     env, path = getattr(auth, f"{name}_env"), getattr(auth, f"{name}_file")
-    key = f"kafka.auth.{name}"
+    key = f"{table}.{name}"
     if env and path:
         raise PlatformError(f"{key}_env and {key}_file: give one of them, not both")
     if env:

@@ -38,3 +38,13 @@ def broker():
 @pytest.fixture(scope="session")
 def bootstrap(broker):
     return broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def auth_broker(tmp_path_factory):
+    """A second broker, with the managed platforms' listeners (see authkit.py)."""
+    from authkit import AuthBroker
+
+    running = AuthBroker(tmp_path_factory.mktemp("auth")).start()
+    yield running
+    running.close()

@@ -10,21 +10,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import orjson
-import pytest
 
-from authkit import GCP_EMAIL, PLAIN_USERS, SCRAM_USERS, AuthBroker, unsecured_jwt
+from authkit import GCP_EMAIL, PLAIN_USERS, SCRAM_USERS, unsecured_jwt
 from kit import SESSIONIZER, Job, Run, read_committed
 
 HERE = Path(__file__).parent
 
 SECRETS = ["ccloud-secret", "msk-password", "wrong-password-123", "oidc-client-secret"]
-
-
-@pytest.fixture(scope="module")
-def auth_broker(tmp_path_factory):
-    broker = AuthBroker(tmp_path_factory.mktemp("auth")).start()
-    yield broker
-    broker.close()
 
 
 def spins(n: int = 50) -> list[bytes]:

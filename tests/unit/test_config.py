@@ -138,3 +138,53 @@ def test_bad_run_settings_name_the_key(text, message):
     with pytest.raises(ConfigError) as caught:
         run_settings_of(text)
     assert str(caught.value).startswith(message)
+
+
+# -- the [xtremepush] table (sessionizer forward) -----------------------------------------------
+
+def forward_settings_of(tmp_path, text: str):
+    from sessionizer.forward.settings import load_forward_settings
+
+    path = tmp_path / "f.toml"
+    path.write_text("[sessions]\n[[rolling]]\ntopic = \"r\"\nsize = \"2m\"\n" + text)
+    return load_forward_settings(path)
+
+
+def test_forward_defaults_to_every_final_topic(tmp_path, monkeypatch):
+    monkeypatch.setenv("XP", "xp-secret-value")
+    settings = forward_settings_of(tmp_path, '[xtremepush]\nkind = "http"\napp_token_env = "XP"\n')
+    assert settings.topics == ["xp-session-events", "r"]
+    assert settings.group_id == "sessionizer-forward"
+    assert settings.url == "https://external-api.xtremepush.com/api/external/hit/event"
+    assert settings.app_token.reveal() == "xp-secret-value"
+    assert "xp-secret-value" not in repr(settings)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "xtremepush: sessionizer forward needs an [xtremepush] table"),
+    ('[xtremepush]\nkind = "smtp"\n', "xtremepush.kind: 'smtp' is neither"),
+    ('[xtremepush]\nkind = "http"\ntopics = ["xp-dead-letter"]\napp_token_env = "XP"\n',
+     "xtremepush.topics: 'xp-dead-letter' is not an output"),
+    ('[xtremepush]\nkind = "http"\nmax_batch = 5000\napp_token_env = "XP"\n', "xtremepush.max_batch: 5000 is outside"),
+    ('[xtremepush]\nkind = "http"\n', "xtremepush.app_token_env: platform xtremepush http needs app token"),
+    ('[xtremepush]\nkind = "kafka"\n', "xtremepush.bootstrap_servers:"),
+    ('[xtremepush]\nkind = "kafka"\nbootstrap_servers = "x:9096"\nusername_env = "NOPE_UNSET"\npassword_env = "XP"\n',
+     "xtremepush.username_env: environment variable NOPE_UNSET is not set"),
+])
+def test_bad_forward_settings_name_the_key(tmp_path, monkeypatch, text, message):
+    monkeypatch.setenv("XP", "token")
+    with pytest.raises(ConfigError) as caught:
+        forward_settings_of(tmp_path, text)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("name, platform, kind", [("confluent-cloud", "confluent-cloud", "kafka"),
+                                                  ("msk-iam", "msk-iam", "http"), ("gcp", "gcp", "kafka")])
+def test_the_platform_examples_load(monkeypatch, name, platform, kind):
+    from sessionizer.forward.settings import load_forward_settings
+
+    for var in ("CONFLUENT_API_KEY", "CONFLUENT_API_SECRET", "XTREMEPUSH_USERNAME", "XTREMEPUSH_PASSWORD",
+                "XTREMEPUSH_APP_TOKEN"):
+        monkeypatch.setenv(var, "x")
+    settings = load_forward_settings(EXAMPLE.parent / f"{name}.toml")
+    assert (settings.source.platform.platform, settings.kind) == (platform, kind)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from ..config import RunSettings
+from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
 from ..core.partition import Partition
 from .changelog import changelog_records, restore_partitions
@@ -67,11 +67,11 @@ class Counters:
 
 
 class Runtime:
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(self, settings: RunSettings, stop: threading.Event = STOP) -> None:
         self.settings = settings
         self.tasks: dict[int, PartitionTask] = {}
         self.offsets: dict[int, int] = {}  # input partition -> next offset, not yet committed
-        self.stopping = False
+        self._stop = stop
         self.counters = Counters()
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -82,10 +82,11 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def run(self) -> int:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._on_signal)
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
                                     "transactional_id": self.settings.transactional_id})
@@ -102,15 +103,11 @@ class Runtime:
                 self._step()
             self._commit()
         finally:
-            self.stopping = True
+            self._stop.set()
             self.consumer.close()  # revokes what is left (nothing pending by now)
             self.producer.flush(10)
         log.info("stopped", extra={"records": self.counters.records, "transactions": self.counters.transactions})
         return 0
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        log.info("stopping: finishing the current transaction", extra={"signal": signal.Signals(signum).name})
-        self.stopping = True
 
     def _step(self) -> None:
         assert self.consumer is not None

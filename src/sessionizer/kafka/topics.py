@@ -65,6 +65,20 @@ def ensure_topics(admin: AdminClient, settings: RunSettings, timeout: float = 30
     return partitions
 
 
+def ensure_dead_letter_topic(admin: AdminClient, settings: RunSettings, timeout: float = 30.0) -> None:
+    """The dead-letter topic alone (for `sessionizer forward`, which may run before `sessionizer run`)."""
+    topic = settings.spec.dead_letter_topic
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    partitions = 1
+    try:
+        partitions = input_partitions(admin, settings, timeout)
+    except TopicError:
+        pass
+    _wait("create", "created", admin.create_topics(
+        [NewTopic(topic, partitions, config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})], request_timeout=timeout))
+
+
 def _wait(action: str, done: str, futures: dict) -> None:
     for topic, future in futures.items():
         try:

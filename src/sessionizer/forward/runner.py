@@ -1,0 +1,120 @@
+"""The forward loop: read committed final records, deliver a batch, then commit its offsets.
+
+At least once: offsets are committed only after Xtremepush acknowledged the batch
+(or it was rejected for good and its records reached the dead-letter topic). A
+crash redelivers what was not committed; each record keeps its event id, so the
+redelivery de-duplicates downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from ..core.envelope import dead_letter
+from ..shutdown import STOP
+from confluent_kafka.admin import AdminClient
+
+from ..kafka.clients import KAFKA_LOG, admin_config, check_access
+from ..kafka.topics import ensure_dead_letter_topic
+from .settings import ForwardSettings
+from .targets import HttpTarget, Item, KafkaTarget, Rejection, Stopped, event_id
+
+log = logging.getLogger("sessionizer.forward")
+
+
+class Forwarder:
+    def __init__(self, settings: ForwardSettings, target: Any = None, stop: threading.Event = STOP) -> None:
+        self.settings = settings
+        self._stop = stop
+        self.target = target or (KafkaTarget(settings, lambda: self.stopping) if settings.kind == "kafka"
+                                 else HttpTarget(settings, lambda: self.stopping))
+        source = settings.source
+        base = {"bootstrap.servers": source.bootstrap_servers, "logger": KAFKA_LOG,
+                **source.platform.client_properties(), **source.common}
+        self.consumer = Consumer({**base, **source.consumer, "group.id": settings.group_id,
+                                  "client.id": f"{source.client_id}-forward", "isolation.level": "read_committed",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        self.dead_letters = Producer({**base, **source.producer, "client.id": f"{source.client_id}-forward-dlq",
+                                      "enable.idempotence": True})
+        self.delivered = 0
+        self.rejected = 0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        check_access(self.settings.source)
+        ensure_dead_letter_topic(AdminClient(admin_config(self.settings.source)), self.settings.source)
+        log.info("forwarding", extra={"topics": ",".join(self.settings.topics), "to": self.settings.kind,
+                                      "group": self.settings.group_id})
+        self.consumer.subscribe(self.settings.topics)
+        last_status = time.monotonic()
+        try:
+            while not self.stopping:
+                messages = self.consumer.consume(num_messages=self.settings.max_batch, timeout=0.5)
+                items = self._items(messages)
+                if items:
+                    try:
+                        rejections = self.target.deliver(items)
+                    except Stopped:
+                        log.info("stopping before this batch was delivered: it will be delivered next time")
+                        break
+                    self._dead_letter(rejections)
+                    self._commit(items)
+                    self.delivered += len(items) - len(rejections)
+                    self.rejected += len(rejections)
+                if time.monotonic() - last_status > 10:
+                    last_status = time.monotonic()
+                    log.info("status", extra={"delivered": self.delivered, "rejected": self.rejected})
+        finally:
+            self.consumer.close()
+        log.info("stopped", extra={"delivered": self.delivered, "rejected": self.rejected})
+        return 0
+
+    def _items(self, messages: list) -> list[Item]:
+        items = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra={"error": error.str()})
+                continue
+            key = message.key().decode("utf-8", "replace") if message.key() is not None else None
+            value = message.value() or b""
+            try:
+                record = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                record = {}
+            items.append(Item(message.topic(), message.partition(), message.offset(), key, value, record,
+                              event_id(message.topic(), key, record)))
+        return items
+
+    def _dead_letter(self, rejections: list[Rejection]) -> None:
+        if not rejections:
+            return
+        topic = self.settings.source.spec.dead_letter_topic
+        for rejection in rejections:
+            item = rejection.item
+            letter = dead_letter("rejected_by_xtremepush", rejection.reason, None, item.value,
+                                 {"topic": item.topic, "partition": item.partition, "offset": item.offset,
+                                  "event_id": str(item.event_id)})
+            self.dead_letters.produce(topic, letter, item.key.encode() if item.key else None)
+        if self.dead_letters.flush(60) != 0:
+            raise RuntimeError(f"dead letters for rejected records not delivered to {topic}: stopping uncommitted")
+
+    def _commit(self, items: list[Item]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for item in items:
+            offsets[(item.topic, item.partition)] = max(offsets.get((item.topic, item.partition), -1), item.offset + 1)
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+
+def forward(settings: ForwardSettings) -> int:
+    return Forwarder(settings).run()
