@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,10 +176,13 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets; {} while the coordinator cannot say (loading, rebalancing)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         return {tp.partition: tp.offset for tp in
                 consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)}
+    except KafkaException:
+        return {}
     finally:
         consumer.close()
 

@@ -82,15 +82,18 @@ def end_of(bootstrap: str, topics: list[str]) -> dict:
 
 
 def wait_forwarded(bootstrap: str, group: str, topics: list[str], process, timeout: float = 180) -> None:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     ends = end_of(bootstrap, topics)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-            if all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed):
+            try:
+                committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+            except KafkaException:  # the coordinator is busy (loading, rebalancing): ask again
+                committed = []
+            if committed and all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed):
                 return
             assert process.poll() is None, "forward exited"
             time.sleep(0.3)
