@@ -20,11 +20,10 @@ their last commit the same way.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -78,7 +77,6 @@ class Runtime:
         self._last_commit = time.monotonic()
         self._input = settings.input_topic
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
-        self._watchdog = Watchdog(CALL_TIMEOUT_SECONDS * 3)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -193,13 +191,23 @@ class Runtime:
                 for topic, key, value in changelog_records(self.settings, task.part):
                     self._produce(topic, value, key, partition)
             if self.offsets:
-                with self._watchdog.watch("send_offsets_to_transaction"):
-                    producer.send_offsets_to_transaction(
-                        [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()],
-                        self.consumer.consumer_group_metadata(), CALL_TIMEOUT_SECONDS)
+                offsets = [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()]
+                metadata = self.consumer.consumer_group_metadata()
+                bounded("send_offsets_to_transaction", CALL_TIMEOUT_SECONDS + 15,
+                        lambda: producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_SECONDS))
             self._commit_transaction()
         except KafkaException as failure:
             self._abort(failure.args[0])  # and rewind: the work is redone from the last commit
+            return
+        except StuckCall as stuck:
+            # librdkafka can block in send_offsets_to_transaction past its timeout when the group
+            # coordinator goes away during the call (issues #5456, #5511). That producer is left to
+            # its thread; a new one with the same transactional id fences it (its transaction is
+            # aborted by the coordinator), and the partitions are rewound to their last commit.
+            log.error("a transactional call is stuck: replacing the producer and rewinding",
+                      extra={"call": str(stuck)})
+            self.producer = self._retry("restart the transactional producer", self._new_producer)
+            self._rewind()
             return
         self.offsets.clear()
         self.counters.transactions += 1
@@ -208,9 +216,10 @@ class Runtime:
         assert self.producer is not None
         delay = 0.5
         while True:
+            producer = self.producer
             try:
-                with self._watchdog.watch("commit_transaction"):
-                    self.producer.commit_transaction(CALL_TIMEOUT_SECONDS)
+                bounded("commit_transaction", CALL_TIMEOUT_SECONDS + 15,
+                        lambda: producer.commit_transaction(CALL_TIMEOUT_SECONDS))
                 return
             except KafkaException as failure:
                 error = failure.args[0]
@@ -398,44 +407,28 @@ def run(settings: RunSettings) -> int:
     return Runtime(settings).run()
 
 
-class Watchdog:
-    """Ends the process when one librdkafka call blocks far past its own timeout.
-
-    librdkafka's send_offsets_to_transaction can block for good when the group
-    coordinator goes away during the call (librdkafka issues #5456, #5511). The
-    transaction is then never committed, so exiting loses nothing: the next
-    process (a supervisor restarts it) redoes the work from the last commit.
-    """
-
-    def __init__(self, limit_seconds: float) -> None:
-        self.limit = limit_seconds
-        self._call: tuple[str, float] | None = None
-        self._thread: threading.Thread | None = None
-
-    def watch(self, name: str) -> "_Watch":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sessionizer-watchdog", daemon=True)
-            self._thread.start()
-        return _Watch(self, name)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(1.0)
-            call = self._call
-            if call is not None and time.monotonic() - call[1] > self.limit:
-                log.critical("a Kafka call is stuck far past its timeout: exiting so a fresh process takes over "
-                             "(nothing is lost: the open transaction is never committed)",
-                             extra={"call": call[0], "stuck_s": round(time.monotonic() - call[1])})
-                logging.shutdown()
-                os._exit(70)
+class StuckCall(Exception):
+    """A librdkafka call that did not return within its bound (the call's name)."""
 
 
-class _Watch:
-    def __init__(self, watchdog: Watchdog, name: str) -> None:
-        self.watchdog, self.name = watchdog, name
+def bounded(name: str, seconds: float, call: Callable[[], Any]) -> Any:
+    """Run a blocking librdkafka call in a helper thread and give up waiting after `seconds`.
 
-    def __enter__(self) -> None:
-        self.watchdog._call = (self.name, time.monotonic())
+    librdkafka releases the GIL while it blocks, so the helper can be abandoned if the call
+    never returns; the caller then replaces the client that made it."""
+    outcome: dict[str, Any] = {}
 
-    def __exit__(self, *_: object) -> None:
-        self.watchdog._call = None
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed back to the caller's thread
+            outcome["error"] = error
+
+    helper = threading.Thread(target=run, name=f"kafka-{name}", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    if helper.is_alive():
+        raise StuckCall(name)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

@@ -1,0 +1,419 @@
+"""`make bench-compare`: sessionizer against the tools users would pick instead, same work, same run.
+
+Streaming, on one local broker: the same 1M spins (plus one end marker per partition, a day
+later, which moves every partition's stream time past every window so each tool emits its
+last final windows) go to a fresh 6-partition topic per contender:
+
+- sessionizer run (exactly-once, bench/compare.toml),
+- Kafka Streams (exactly_once_v2, suppress until windows close; bench/peers/kafka-streams),
+- Quix Streams (exactly-once, .final(); bench/peers/quix).
+
+Each runs from its start until its committed input offsets reach the end, then until its
+committed output stops growing; events/s is 1M over the first span. Replay/backfill: the
+500k-spin file through sessionizer replay, DuckDB (bench/peers/duckdb) and a bare orjson
+parse loop. Output agreement: sessions by gap (uncapped) and 2-minute windows, compared on
+their number and their totals.
+
+Writes bench/results/compare.json, bench/results/compare.png and a section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tools" / "kafka"))
+from broker import Broker  # noqa: E402
+
+PY = Path(sys.executable)
+BIN = PY.parent
+DATA_1M = HERE / "data" / "spins-1m.jsonl"
+DATA_500K = HERE / "data" / "spins-500k.jsonl"
+RESULTS = HERE / "results"
+PEER_JAR = HERE / "peers" / "kafka-streams" / "target" / "peer.jar"
+PARTITIONS = 6
+SENTINEL = "~end"
+SETTLE_SECONDS = 15  # output unchanged this long after the input is consumed: done
+
+
+def main() -> None:
+    ensure_inputs()
+    work = Path(tempfile.mkdtemp(prefix="sessionizer-compare-"))
+    lines = DATA_1M.read_bytes().splitlines()
+    partitions = [partition_for(line) for line in lines]
+    lines, partitions = with_end_markers(lines, partitions)
+    results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+               "versions": versions(), "streaming": {}, "replay": {}}
+    with Broker(work / "broker", heap="1g") as broker:
+        for name, start in (("sessionizer", start_sessionizer), ("kafka-streams", start_kafka_streams),
+                            ("quix-streams", start_quix)):
+            print(f"--- {name}", file=sys.stderr, flush=True)
+            results["streaming"][name] = stream_contender(broker.bootstrap, work, name, start, lines, partitions)
+    results["replay"] = replay_contenders(work)
+    results["agreement"] = agreement(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for section in ("streaming", "replay"):
+        for entry in results[section].values():
+            entry.pop("outputs_path", None)
+    (RESULTS / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    chart(results, RESULTS / "compare.png")
+    write_section(results)
+    print(json.dumps({k: v for k, v in results.items() if k != "agreement"}, indent=2, default=str))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+def ensure_inputs() -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from sessionizer.sample import SampleShape, generate
+
+    for path, events, players, seed in ((DATA_1M, 1_000_000, 100_000, 99), (DATA_500K, 500_000, 50_000, 42)):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            print(f"generating {path.name} ...", file=sys.stderr)
+            with open(path, "wb") as out:
+                for line in generate(SampleShape(events=events, players=players, seed=seed, delayed_share=0.2)):
+                    out.write(line + b"\n")
+    if not PEER_JAR.exists():
+        print("building the Kafka Streams peer ...", file=sys.stderr)
+        subprocess.run(["mvn", "-q", "-B", "-f", str(HERE / "peers" / "kafka-streams" / "pom.xml"), "package",
+                        "-DskipTests"], check=True)
+
+
+def partition_for(line: bytes) -> int:
+    import zlib
+
+    key = orjson.loads(line)["user_id"]
+    return zlib.crc32(str(key).encode()) % PARTITIONS
+
+
+def with_end_markers(lines: list[bytes], partitions: list[int]) -> tuple[list[bytes], list[int]]:
+    last = max(time_of(orjson.loads(line)["timestamp"]) for line in lines[-1000:])
+    for p in range(PARTITIONS):
+        lines.append(orjson.dumps({"event": "spin", "user_id": f"{SENTINEL}-{p}", "timestamp": last + 86_400_000,
+                                   "value": {"stake": 0, "win": 0}}))
+        partitions.append(p)
+    return lines, partitions
+
+
+def time_of(value) -> int:
+    if isinstance(value, int):
+        return value
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+# -- the streaming contenders -----------------------------------------------------------------
+
+def start_sessionizer(bootstrap: str, work: Path, topic: str, group: str, sessions: str, rolling: str):
+    config = work / "sessionizer.toml"
+    config.write_text((HERE / "compare.toml").read_text().replace("@SESSIONS@", sessions).replace("@ROLLING@", rolling)
+                      + f'\n[kafka]\nbootstrap_servers = "{bootstrap}"\ninput_topic = "{topic}"\ngroup_id = "{group}"\n'
+                        f'client_id = "{group}"\n\n[runtime]\nidle_timeout = "off"\nstatus_interval = "5s"\n')
+    return subprocess.Popen([str(BIN / "sessionizer"), "run", "--config", str(config)],
+                            stderr=open(work / "sessionizer.log", "wb")), group
+
+
+def start_kafka_streams(bootstrap: str, work: Path, topic: str, group: str, sessions: str, rolling: str):
+    state = work / "ks-state"
+    state.mkdir(exist_ok=True)
+    process = subprocess.Popen(["java", "-Xmx1g", "-jar", str(PEER_JAR), bootstrap, topic, group, sessions, rolling,
+                                str(state)], stdout=open(work / "kafka-streams.log", "wb"), stderr=subprocess.STDOUT)
+    return process, group
+
+
+def start_quix(bootstrap: str, work: Path, topic: str, group: str, sessions: str, rolling: str):
+    state = work / "quix-state"
+    process = subprocess.Popen([str(PY), str(HERE / "peers" / "quix" / "app.py"), bootstrap, topic, group, sessions,
+                                rolling, str(state)], stdout=open(work / "quix.log", "wb"), stderr=subprocess.STDOUT)
+    return process, group
+
+
+def stream_contender(bootstrap: str, work: Path, name: str, start, lines: list[bytes], partitions: list[int]) -> dict:
+    topic, sessions, rolling = f"{name}-events", f"{name}-sessions", f"{name}-rolling"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (topic, sessions, rolling)]).values():
+        future.result()
+    produce(bootstrap, topic, lines, partitions)
+    started = time.perf_counter()
+    process, group = start(bootstrap, work, topic, f"{name}-app", sessions, rolling)
+    consumed_at = wait_consumed(bootstrap, group, topic, len(lines), process, timeout=3600)
+    elapsed = consumed_at - started
+    counts = wait_settled(bootstrap, [sessions, rolling], process)
+    peak = peak_rss(process.pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    outputs = {kind: read_values(bootstrap, t) for kind, t in (("sessions", sessions), ("rolling", rolling))}
+    return {"events": len(lines), "seconds_to_consume": round(elapsed, 2), "events_per_second": round(len(lines) / elapsed),
+            "peak_rss_mib": round(peak / 2**20), "records_out": counts, "summary": summarise(outputs)}
+
+
+def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: list[int]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 50,
+                         "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
+    for line, partition in zip(lines, partitions):
+        key = orjson.loads(line)["user_id"].encode()
+        while True:
+            try:
+                producer.produce(topic, line, key, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(300)
+
+
+def wait_consumed(bootstrap: str, group: str, topic: str, total: int, process, timeout: float) -> float:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"the contender exited with {process.returncode}")
+            try:
+                done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+            except Exception:
+                done = 0
+            if done >= total:
+                return time.perf_counter()
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    raise SystemExit(f"{group}: input not consumed within {timeout} s")
+
+
+def committed_count(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "compare-count", "isolation.level": "read_committed"})
+    try:
+        total = 0
+        for p in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def wait_settled(bootstrap: str, topics: list[str], process) -> dict:
+    """Until the output topics stop growing (their end offsets include transaction markers)."""
+    last, since = None, time.monotonic()
+    while True:
+        now = tuple(committed_count(bootstrap, t) for t in topics)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= SETTLE_SECONDS:
+            break
+        time.sleep(1)
+    return {t: len(read_values(bootstrap, t)) for t in topics}
+
+
+def read_values(bootstrap: str, topic: str) -> list[dict]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compare-read-{topic}", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed", "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    values, ended = [], set()
+    while len(ended) < PARTITIONS:
+        for message in consumer.consume(10_000, 1.0):
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(message.partition())
+                continue
+            values.append(orjson.loads(message.value()))
+    consumer.close()
+    return values
+
+
+def peak_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+# -- replay ------------------------------------------------------------------------------------------
+
+FLOOR = "import sys, orjson\nloads = orjson.loads\nfor line in open(sys.argv[1], 'rb'):\n    loads(line)\n"
+
+
+def replay_contenders(work: Path) -> dict:
+    config = work / "replay.toml"
+    config.write_text((HERE / "compare.toml").read_text().replace("@SESSIONS@", "sessions").replace("@ROLLING@", "rolling"))
+    runs = {
+        "orjson parse floor": ([str(PY), "-c", FLOOR, str(DATA_500K)], None),
+        "sessionizer replay": ([str(BIN / "sessionizer"), "replay", "--no-progress", "--config", str(config),
+                                "--output-dir", str(work / "replay-out"), str(DATA_500K)], work / "replay-out"),
+        "duckdb": ([str(PY), str(HERE / "peers" / "duckdb" / "replay.py"), str(DATA_500K), str(work / "duck-out")],
+                   work / "duck-out"),
+    }
+    results = {}
+    for name, (argv, out) in runs.items():
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(process.pid, 0)
+            timings.append((time.perf_counter() - started, usage.ru_maxrss * 1024))
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{name} failed: {process.stderr.read().decode()[-2000:]}")
+        seconds = sorted(t for t, _ in timings)[1]
+        entry = {"events": 500_000, "seconds": round(seconds, 2), "events_per_second": round(500_000 / seconds),
+                 "peak_rss_mib": round(max(r for _, r in timings) / 2**20)}
+        if out is not None:
+            outputs = {"sessions": read_lines(out / "sessions.jsonl"), "rolling": read_lines(out / "rolling.jsonl")}
+            entry["records_out"] = {k: len(v) for k, v in outputs.items()}
+            entry["summary"] = summarise(outputs)
+        results[name] = entry
+    return results
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+# -- agreement ------------------------------------------------------------------------------------
+
+def summarise(outputs: dict[str, list[dict]]) -> dict:
+    """Count and totals of sessions and windows, without the end markers' own."""
+    summary = {}
+    for kind, records in outputs.items():
+        kept = [r for r in records if not str(r.get("user_id", "")).startswith(SENTINEL)]
+        summary[kind] = {
+            "records": len(kept),
+            "event_count": sum(int(r["value"]["event_count"]) for r in kept),
+            "stake_total": str(sum((Decimal(str(r["value"]["stake_total"])) for r in kept), Decimal(0)).normalize()),
+            "win_total": str(sum((Decimal(str(r["value"]["win_total"])) for r in kept), Decimal(0)).normalize()),
+        }
+    return summary
+
+
+def agreement(results: dict) -> list[dict]:
+    rows = []
+    reference = results["streaming"]["sessionizer"]["summary"]
+    for name, entry in results["streaming"].items():
+        if name != "sessionizer":
+            rows.append(compare_summary("streaming", name, reference, entry["summary"]))
+    replay_ref = results["replay"]["sessionizer replay"]["summary"]
+    rows.append(compare_summary("replay", "duckdb", replay_ref, results["replay"]["duckdb"]["summary"]))
+    return rows
+
+
+def compare_summary(mode: str, name: str, ours: dict, theirs: dict) -> dict:
+    differences = []
+    for kind in ("sessions", "rolling"):
+        for field in ("records", "event_count", "stake_total", "win_total"):
+            if str(ours[kind][field]) != str(theirs[kind][field]):
+                differences.append(f"{kind}.{field}: sessionizer {ours[kind][field]}, {name} {theirs[kind][field]}")
+    return {"mode": mode, "peer": name, "same": not differences, "differences": differences}
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return {"python": sys.version.split()[0], "confluent-kafka": version("confluent-kafka"),
+            "quixstreams": version("quixstreams"), "duckdb": version("duckdb"), "orjson": version("orjson"),
+            "kafka-streams": "4.1.1", "kafka broker": "4.1.1", "java": java}
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, section, title in ((left, "streaming", "On Kafka, exactly-once (1M spins)"),
+                                 (right, "replay", "Replay / backfill (500k spins)")):
+        names = list(results[section])
+        rates = [results[section][n]["events_per_second"] for n in names]
+        colors = ["#1f77b4" if n.startswith("sessionizer") else "#999999" for n in names]
+        bars = axis.barh(names, rates, color=colors)
+        axis.bar_label(bars, labels=[f"{r:,}" for r in rates], padding=3)
+        axis.set_title(title)
+        axis.set_xlabel("events/s")
+        axis.invert_yaxis()
+        axis.set_xlim(0, max(rates) * 1.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_section(r: dict) -> None:
+    s, p = r["streaming"], r["replay"]
+    ours = s["sessionizer"]["events_per_second"]
+    rows = ["| contender (streaming, exactly-once) | events/s | vs sessionizer | peak RSS | records out (sessions / rolling) |",
+            "|---|---:|---:|---:|---:|"]
+    for name, e in s.items():
+        out = list(e["records_out"].values())
+        rows.append(f"| {name} | {e['events_per_second']:,} | {e['events_per_second'] / ours:.2f}x | "
+                    f"{e['peak_rss_mib']} MiB | {out[0]:,} / {out[1]:,} |")
+    replay_ours = p["sessionizer replay"]["events_per_second"]
+    rows += ["", "| contender (replay of 500k spins) | wall time | events/s | vs sessionizer | peak RSS |",
+             "|---|---:|---:|---:|---:|"]
+    for name, e in p.items():
+        rows.append(f"| {name} | {e['seconds']:.2f} s | {e['events_per_second']:,} | "
+                    f"{e['events_per_second'] / replay_ours:.2f}x | {e['peak_rss_mib']} MiB |")
+    agreement_lines = []
+    for row in r["agreement"]:
+        verdict = "same counts and totals" if row["same"] else "; ".join(row["differences"])
+        agreement_lines.append(f"- {row['mode']}, {row['peer']}: {verdict}")
+    section = "\n".join([
+        "<!-- compare-bench:start (written by `make bench-compare`) -->",
+        f"Measured {r['date']} on {r['machine']}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
+        "",
+        *rows,
+        "",
+        "![events/s](bench/results/compare.png)",
+        "",
+        "Output agreement on the overlapping semantics (uncapped sessions by gap, 2-minute tumbling windows; "
+        "end markers' own windows left out):",
+        *agreement_lines,
+        "<!-- compare-bench:end -->",
+    ])
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    start, end = "<!-- compare-bench:start", "<!-- compare-bench:end -->"
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Side by side with Kafka Streams, Quix Streams and DuckDB (`make bench-compare`)\n\n" \
+            + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
