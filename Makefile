@@ -13,7 +13,7 @@ OUT := out
 
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run test test-unit bench bench-kafka kafka demo venv kafka-jars clean
+.PHONY: run test test-unit bench bench-kafka bench-compare kafka demo venv kafka-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ demo: $(STAMP) $(KAFKA_STAMP)
 
 bench-kafka: $(STAMP) $(KAFKA_STAMP)
 	$(PY) bench/kafka_bench.py
+
+# sessionizer against Kafka Streams, Quix Streams and DuckDB on the same data (writes BENCHMARKS.md and a chart).
+bench-compare: $(STAMP) $(KAFKA_STAMP)
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) $(OUT) build bench/data bench/results .pytest_cache .hypothesis

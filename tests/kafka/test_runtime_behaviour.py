@@ -111,3 +111,54 @@ def test_broker_stopped_and_restarted_mid_run_resumes_and_loses_nothing(tmp_path
         assert_same_as_replay(job, per_partition)
     finally:
         broker.close()
+
+
+def test_a_transactional_call_that_never_returns_is_abandoned_and_the_work_redone(bootstrap, tmp_path, monkeypatch):
+    """librdkafka can block in send_offsets_to_transaction for good (#5456): the runtime gives up on
+    that producer, fences it with a new one and rewinds; the committed output still equals replay."""
+    import threading
+
+    from sessionizer.config import load_run_settings
+    from sessionizer.kafka import runtime as runtime_module
+    from test_run_equals_replay import assert_same_as_replay, stream, with_sentinels
+
+    monkeypatch.setattr(runtime_module, "CALL_TIMEOUT_SECONDS", 2.0)
+    job = Job(bootstrap, "stuck", 2, tmp_path)
+    lines, chosen = with_sentinels(job, stream(40_000, 500, seed=31))
+    per_partition = job.produce(lines, chosen)
+    stop = threading.Event()
+    runtime = runtime_module.Runtime(load_run_settings(job.config("s", runtime='idle_timeout = "off"')), stop=stop)
+
+    class StuckOnce:
+        """The real producer, except that its first send_offsets_to_transaction never returns."""
+
+        def __init__(self, real):
+            self.real, self.stuck = real, False
+
+        def send_offsets_to_transaction(self, *args):
+            if not self.stuck:
+                self.stuck = True
+                threading.Event().wait()  # forever
+            return self.real.send_offsets_to_transaction(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    new_producer = runtime._new_producer
+    made = []
+
+    def first_one_sticks():
+        producer = new_producer()
+        made.append(producer)
+        return StuckOnce(producer) if len(made) == 1 else producer
+
+    monkeypatch.setattr(runtime, "_new_producer", first_one_sticks)
+    worker = threading.Thread(target=runtime.run, daemon=True)
+    worker.start()
+    try:
+        job.wait_until_consumed(180)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert len(made) >= 2 and runtime.counters.rewinds >= 1
+    assert_same_as_replay(job, per_partition)
