@@ -121,8 +121,6 @@ class RuntimeTable(_Table):
     commit_interval: Duration = "250ms"  # how often a transaction commits
     batch_size: int = 5000  # records taken per poll at most
     status_interval: Duration = "10s"  # or "off"
-    snapshot_dir: str | None = None  # local state snapshots that speed restores; the changelog stays the truth
-    snapshot_interval: Duration = "30s"
     log_format: str = "text"  # or "json"
 
 
@@ -200,8 +198,6 @@ class RunSettings:
     commit_interval_ms: int
     batch_size: int
     status_interval_ms: int | None
-    snapshot_dir: Path | None
-    snapshot_interval_ms: int
     log_format: str
     platform: PlatformSettings  # how to reach and authenticate to Kafka (secrets inside: never logged)
 
@@ -262,8 +258,6 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         commit_interval_ms=commit_interval,
         batch_size=r.batch_size,
         status_interval_ms=_optional_duration(r.status_interval, "runtime.status_interval"),
-        snapshot_dir=Path(r.snapshot_dir) if r.snapshot_dir else None,
-        snapshot_interval_ms=parse_duration(r.snapshot_interval, "runtime.snapshot_interval"),
         log_format=r.log_format,
         platform=platform,
     )

@@ -23,20 +23,35 @@ _WINDOW = (b'{"event":%b,"user_id":%b,"timestamp":"%b","value":{"window_start_ms
            b'"event_count":%d,"stake_total":%b,"win_total":%b,"net_total":%b},"user_attributes":{}}')
 _dumps = orjson.dumps
 
+# Game codes, channels and close reasons repeat: their JSON text is looked up, not re-encoded.
+_label_json: dict[str | None, bytes] = {None: b"null"}
+
+
+def _label(text: str | None) -> bytes:
+    encoded = _label_json.get(text)
+    if encoded is None:
+        if len(_label_json) >= 4096:  # bounded against hostile input
+            _label_json.clear()
+            _label_json[None] = b"null"
+        encoded = _label_json[text] = _dumps(text)
+    return encoded
+
 
 def session_record(event_name: bytes, stamp_end: bool, key: str, start: int, end: int, count: int, stake: int,
                    win: int, game_code: str | None, channel: str | None, reason: str) -> bytes:
     """`event_name` is already JSON (orjson.dumps of the name): it is the same for every record."""
     return _SESSION % (
         event_name, _dumps(key), json_time(end if stamp_end else start), start, end, end - start, count,
-        json_amount(stake), json_amount(win), json_amount(win - stake), _dumps(game_code), _dumps(channel),
-        reason.encode(),
+        json_amount(stake), json_amount(win), json_amount(win - stake), _label(game_code), _label(channel),
+        _label(reason)[1:-1],
     )
 
 
-def window_record(event_name: bytes, group: str, start: int, end: int, count: int, stake: int, win: int) -> bytes:
+def window_record(event_name: bytes, group: str, start: int, end: int, count: int, stake: int, win: int,
+                  start_text: bytes | None = None) -> bytes:
+    """`start_text`: json_time(start), when the caller has it (every group of a window shares it)."""
     return _WINDOW % (
-        event_name, _dumps(group), json_time(start), start, end, count,
+        event_name, _dumps(group), start_text or json_time(start), start, end, count,
         json_amount(stake), json_amount(win), json_amount(win - stake),
     )
 

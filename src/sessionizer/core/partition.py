@@ -216,10 +216,13 @@ class Partition:
 
     def _window_emitter(self, output: RollingOutput) -> Callable[..., None]:
         records, name = self._out[output.topic], orjson.dumps(output.event_name)
-        window_record = envelope.window_record
+        window_record, json_time = envelope.window_record, envelope.json_time
+        start_text: list = [None, b""]  # a window closes for all its groups at once: format its start once
 
         def emit(group: str, start: int, end: int, count: int, stake: int, win: int) -> None:
-            records.append((group, window_record(name, group, start, end, count, stake, win)))
+            if start != start_text[0]:
+                start_text[0], start_text[1] = start, json_time(start)
+            records.append((group, window_record(name, group, start, end, count, stake, win, start_text[1])))
 
         return emit
 

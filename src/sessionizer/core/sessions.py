@@ -291,10 +291,10 @@ class SessionStore:
             if due > now:
                 self._schedule(key, state, due)
                 return
-            self._close_sessions(key, state, [(0, count)], emit, end_of_input=False)
+            self._emit_session(key, state, 0, count, emit, end_of_input=False)
             if self.track_changes:
                 self.changed.add(key)
-            self._drop_empty(key, state, now)
+            self._drop_empty(key, state, now)  # the whole key closed: no records to remove
             return
         closing = [
             (first, stop) for first, stop in state.sessions()
@@ -326,39 +326,15 @@ class SessionStore:
 
     def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int]],
                         emit: Emit, end_of_input: bool) -> None:
-        rules = self.rules
-        times, amounts, labels = state.times, state.amounts, state.labels
-        total = len(times)
         for first, stop in closing:
-            count = stop - first
-            start, end = times[first], times[stop - 1]
-            if stop < total:
-                cut = rules.cut_reason(start, end, count, times[stop])
-                assert cut is not None  # the sweep started a session at `stop`
-                reason = cut
-            elif count == rules.max_events:
-                reason = MAX_EVENTS
-            else:
-                reason = END_OF_INPUT if end_of_input else INACTIVITY
-            game: str | None = None
-            channel: str | None = None
-            for label in reversed(labels[first:stop]):
-                if label is not None:
-                    if game is None:
-                        game = label[0]
-                    if channel is None:
-                        channel = label[1]
-                    if game is not None and channel is not None:
-                        break
-            emit(key, start, end, count, sum(amounts[2 * first:2 * stop:2]), sum(amounts[2 * first + 1:2 * stop:2]),
-                 game, channel, reason)
-            if end > state.closed_end:
-                state.closed_end = end
+            self._emit_session(key, state, first, stop, emit, end_of_input)
         if end_of_input:
             return
         # Drop the closed records. The contract re-sweeps the rest, but removing whole sessions
         # moves no other bound (what cut a session from the next cuts it from any later
         # record too), so the remaining starts just shift down.
+        times, amounts, labels = state.times, state.amounts, state.labels
+        total = len(times)
         closed_starts = {first for first, _ in closing}
         removed = 0
         starts: list[int] = []
@@ -373,6 +349,37 @@ class SessionStore:
             del amounts[2 * first:2 * stop]
             del labels[first:stop]
         state.starts = starts
+
+    def _emit_session(self, key: str, state: KeySessions, first: int, stop: int, emit: Emit,
+                      end_of_input: bool) -> None:
+        """Emit the session of records [first, stop) and remember its end as closed."""
+        rules = self.rules
+        times, amounts, labels = state.times, state.amounts, state.labels
+        count = stop - first
+        start, end = times[first], times[stop - 1]
+        if stop < len(times):
+            cut = rules.cut_reason(start, end, count, times[stop])
+            assert cut is not None  # the sweep started a session at `stop`
+            reason = cut
+        elif count == rules.max_events:
+            reason = MAX_EVENTS
+        else:
+            reason = END_OF_INPUT if end_of_input else INACTIVITY
+        game: str | None = None
+        channel: str | None = None
+        for index in range(stop - 1, first - 1, -1):  # the last record that has one, for each
+            label = labels[index]
+            if label is not None:
+                if game is None:
+                    game = label[0]
+                if channel is None:
+                    channel = label[1]
+                if game is not None and channel is not None:
+                    break
+        emit(key, start, end, count, sum(amounts[2 * first:2 * stop:2]), sum(amounts[2 * first + 1:2 * stop:2]),
+             game, channel, reason)
+        if end > state.closed_end:
+            state.closed_end = end
 
     def _schedule(self, key: str, state: KeySessions, due: int) -> None:
         state.due = due

@@ -26,13 +26,9 @@ from .topics import store_names
 log = logging.getLogger("sessionizer.changelog")
 
 
-def restore_partitions(settings: RunSettings, partitions: list[int], make: Callable[[int], Partition],
-                       start_offsets: dict[tuple[str, int], int] | None = None) -> dict[int, Partition]:
-    """Fresh Partitions for `partitions`, loaded from the changelog up to its last committed record.
-
-    `start_offsets` ((store, partition) -> offset) skips what a local snapshot already holds:
-    `make` must then return Partitions loaded from that snapshot.
-    """
+def restore_partitions(settings: RunSettings, partitions: list[int],
+                       make: Callable[[int], Partition]) -> dict[int, Partition]:
+    """Fresh Partitions for `partitions`, loaded from the changelog up to its last committed record."""
     started = time.monotonic()
     parts = {p: make(p) for p in partitions}
     topic_store = {settings.changelog_topic(store): store for store in store_names(settings)}
@@ -43,9 +39,8 @@ def restore_partitions(settings: RunSettings, partitions: list[int], make: Calla
         for topic, store in topic_store.items():
             for p in partitions:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                start = (start_offsets or {}).get((store, p), OFFSET_BEGINNING)
-                if high > max(low, start if start >= 0 else low):
-                    assignment.append(TopicPartition(topic, p, start))
+                if high > low:
+                    assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         remaining = {(tp.topic, tp.partition) for tp in assignment}
         if assignment:
             consumer.assign(assignment)
