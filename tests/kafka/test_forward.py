@@ -121,6 +121,15 @@ def kill_and_restart(process, config: Path, log: Path, times: int, env=None, see
     return process
 
 
+def stop_when_started(process: subprocess.Popen, log: Path, starts: int) -> int:
+    """SIGTERM once the last incarnation is forwarding (one still importing has no handler yet)."""
+    deadline = time.monotonic() + 60
+    while log.read_text().count("msg=forwarding") < starts and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.terminate()
+    return process.wait(60)
+
+
 def expected_ids(named: dict) -> dict[str, bytes]:
     return {str(event_id(topic, key.decode(), orjson.loads(value))): value
             for topic, pairs in named.items() for key, value in pairs}
@@ -146,8 +155,7 @@ max_batch = 200
     process = start_forward(config, log, env)
     process = kill_and_restart(process, config, log, times=4, env=env)
     wait_forwarded(auth_broker.plaintext, "fk-forward", list(named), process)
-    process.terminate()
-    assert process.wait(60) == 0, log.read_text()[-3000:]
+    assert stop_when_started(process, log, starts=5) == 0, log.read_text()[-3000:]
     delivered = read_committed(auth_broker.plaintext, "fk-xp-events")
     expected = expected_ids(named)
     by_id = {}
@@ -234,8 +242,7 @@ max_retry_delay = "2s"
     process = start_forward(config, log, env)
     process = kill_and_restart(process, config, log, times=3, env=env, seed=4)
     wait_forwarded(bootstrap, "fh-forward", list(named), process, timeout=300)
-    process.terminate()
-    assert process.wait(60) == 0, log.read_text()[-3000:]
+    assert stop_when_started(process, log, starts=4) == 0, log.read_text()[-3000:]
     server.server.shutdown()
 
     expected = expected_ids(named)

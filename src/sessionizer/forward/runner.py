@@ -17,11 +17,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from ..core.envelope import dead_letter
-from ..shutdown import STOP
-from confluent_kafka.admin import AdminClient
-
-from ..kafka.clients import KAFKA_LOG, admin_config, check_access
+from ..kafka.clients import KAFKA_LOG, check_access, new_admin
 from ..kafka.topics import ensure_dead_letter_topic
+from ..shutdown import STOP
 from .settings import ForwardSettings
 from .targets import HttpTarget, Item, KafkaTarget, Rejection, Stopped, event_id
 
@@ -51,7 +49,7 @@ class Forwarder:
 
     def run(self) -> int:
         check_access(self.settings.source)
-        ensure_dead_letter_topic(AdminClient(admin_config(self.settings.source)), self.settings.source)
+        ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
         log.info("forwarding", extra={"topics": ",".join(self.settings.topics), "to": self.settings.kind,
                                       "group": self.settings.group_id})
         self.consumer.subscribe(self.settings.topics)

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ..config import RunSettings
 from ..core.partition import Partition
@@ -33,12 +33,13 @@ def restore_partitions(settings: RunSettings, partitions: list[int],
     parts = {p: make(p) for p in partitions}
     topic_store = {settings.changelog_topic(store): store for store in store_names(settings)}
     consumer = Consumer(restore_consumer_config(settings))
+    consumer.poll(0)  # serves an `oauth_cb`: watermark queries alone never do
     applied = 0
     try:
         assignment = []
         for topic, store in topic_store.items():
             for p in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
                 if high > low:
                     assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         remaining = {(tp.topic, tp.partition) for tp in assignment}
@@ -86,3 +87,18 @@ def changelog_records(settings: RunSettings, partition: Partition) -> list[tuple
         topic = settings.changelog_topic(store)
         records.extend((topic, key.encode("utf-8"), value) for key, value in changes)
     return records
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, patience: float = 60.0) -> tuple[int, int]:
+    """Low and high offsets, asked again while the partition is between leaders (just created,
+    or moving after a broker restart) rather than failing the whole assignment."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)
+        except KafkaException as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("restore: cannot read offsets yet: retrying",
+                        extra={"topic": partition.topic, "partition": partition.partition, "error": error.args[0].str()})
+            time.sleep(0.5)

@@ -75,8 +75,12 @@ def restore_consumer_config(settings: RunSettings) -> dict[str, Any]:
     }
 
 
-def admin_config(settings: RunSettings) -> dict[str, Any]:
-    return _base(settings)
+def new_admin(settings: RunSettings, **extra: Any) -> AdminClient:
+    """An admin client that can authenticate: with an `oauth_cb`, librdkafka only connects once a
+    token is set, and the callback is served by poll(), which admin requests alone never call."""
+    admin = AdminClient({**_base(settings), **extra})
+    admin.poll(0)
+    return admin
 
 
 # Errors that mean "wrong credentials or not allowed", not "not reachable": no point retrying.
@@ -108,7 +112,7 @@ def check_access(settings: RunSettings, wait_seconds: float = 20.0) -> None:
             refused.append(error.str())
 
     try:
-        admin = AdminClient({**admin_config(settings), "error_cb": on_error})
+        admin = new_admin(settings, error_cb=on_error)
     except Exception as error:  # e.g. a token provider that cannot produce a token
         raise AccessRefused(settings.platform.explain_refusal(str(error))) from None
     deadline = time.monotonic() + wait_seconds

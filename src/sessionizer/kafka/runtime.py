@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from ..config import RunSettings
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
 from ..core.partition import Partition
 from .changelog import changelog_records, restore_partitions
-from .clients import MAX_MESSAGE_BYTES, admin_config, check_access, consumer_config, producer_config
+from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
 from .topics import TopicError, ensure_topics
 
 log = logging.getLogger("sessionizer.run")
@@ -323,12 +322,13 @@ class Runtime:
     # -- clients, retries, status ------------------------------------------------------------------
 
     def _ensure_topics(self) -> None:
-        admin = AdminClient(admin_config(self.settings))
+        admin = new_admin(self.settings)
         partitions = ensure_topics(admin, self.settings)
         log.info("topics ready", extra={"input_partitions": partitions})
 
     def _new_producer(self) -> Producer:
         producer = Producer({**producer_config(self.settings), "error_cb": self._on_client_error})
+        producer.poll(0)  # serves an `oauth_cb`: without a token init_transactions waits for nothing
         producer.init_transactions(CALL_TIMEOUT_SECONDS)
         return producer
 
