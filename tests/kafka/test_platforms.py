@@ -175,14 +175,17 @@ def test_oauthbearer_tokens_are_fetched_again_before_they_expire(auth_broker, tm
     config = profile_config(auth_broker, job, "SASL_OAUTH", ("gcp", 'token_provider = "tokens:short_lived"'),
                             runtime='idle_timeout = "off"')
     env = {**os.environ, "PYTHONPATH": str(HERE), "SESSIONIZER_TEST_TOKEN_LOG": str(calls)}
-    process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=subprocess.PIPE, env=env)
+    log = tmp_path / "refresh.log"
+    process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=open(log, "wb"), env=env)
     started = time.time()
     time.sleep(25)  # tokens live 10 s: librdkafka asks again at 80 %
     job.produce(spins(), chosen=[0] * 51)
-    job.wait_until_consumed(30, [])  # still authenticated after several refreshes
-    process.terminate()
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err.decode()[-2000:]
+    try:
+        job.wait_until_consumed(30, [])  # still authenticated after several refreshes
+    finally:
+        process.terminate()
+        process.wait(60)
+    assert process.returncode == 0, log.read_text()[-2000:]
     times = [float(line) - started for line in calls.read_text().split()]
     late = [t for t in times if t > 9]
     assert len(late) >= 2, times  # each client asked again before its first token expired

@@ -114,6 +114,9 @@ class Runtime:
         messages = self.consumer.consume(num_messages=self.settings.batch_size, timeout=POLL_SECONDS)
         if messages:
             self._feed(messages)
+        # Serves the producer's callbacks, its `oauth_cb` among them: an idle producer's token
+        # must be renewed before it expires, not when the next transaction needs it.
+        self.producer.poll(0)
         self._advance_idle()
         now = time.monotonic()
         if (now - self._last_commit) * 1000 >= self.settings.commit_interval_ms:
