@@ -53,6 +53,7 @@ class PartitionTask:
     last_record_at: float  # monotonic seconds: the last record, or the restore
     last_record_time: int  # stream time then
     at_end: bool = False  # the consumer has reached the partition's end since that record
+    next_offset: int = -1  # the offset after the last record fed; -1 until the first one
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Runtime:
         tasks, offsets = self.tasks, self.offsets
         fed: dict[int, int] = {}  # partition -> records in this batch
         ended: set[int] = set()  # partitions whose end came after their last record in this batch
+        replayed: dict[int, int] = {}  # partition -> records skipped as already fed
         for message in messages:
             error = message.error()
             if error is not None:
@@ -143,11 +145,17 @@ class Runtime:
             task = tasks.get(partition)
             if task is None:  # revoked while this batch was in flight
                 continue
+            offset = message.offset()
+            if offset < task.next_offset:
+                # Already fed: the consumer went back without our seek (librdkafka resets a position
+                # it finds out of range to the beginning). Feeding it again would duplicate output.
+                replayed[partition] = replayed.get(partition, 0) + 1
+                continue
             if ended and partition in ended:
                 ended.discard(partition)
             timestamp_type, timestamp = message.timestamp()
             task.part.feed(message.value(), message, timestamp if timestamp_type else None)
-            offsets[partition] = message.offset() + 1
+            task.next_offset = offsets[partition] = offset + 1
             fed[partition] = fed.get(partition, 0) + 1
         now = time.monotonic()
         for partition, count in fed.items():
@@ -158,6 +166,9 @@ class Runtime:
             task = tasks.get(partition)
             if task is not None:
                 task.at_end = True
+        for partition, count in replayed.items():
+            log.warning("the consumer went back on its own: skipped records already processed",
+                        extra={"partition": partition, "records": count, "resuming_at": tasks[partition].next_offset})
 
     def _advance_idle(self) -> None:
         idle_timeout = self.settings.idle_timeout_ms
@@ -253,12 +264,17 @@ class Runtime:
         partitions = sorted(self.tasks)
         self.offsets.clear()
         self._restore(partitions)
-        committed = self.consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout=30)
-        for tp in committed:
+        for tp in self._committed(partitions):
             if tp.offset >= 0:
                 self.consumer.seek(tp)
             else:  # nothing committed yet: from the beginning (auto.offset.reset)
                 self.consumer.seek(TopicPartition(self._input, tp.partition, 0))
+            self.tasks[tp.partition].next_offset = max(tp.offset, 0)
+
+    def _committed(self, partitions: list[int]) -> list[TopicPartition]:
+        assert self.consumer is not None
+        return self._retry("read the committed input offsets", lambda: self.consumer.committed(
+            [TopicPartition(self._input, p) for p in partitions], timeout=30))
 
     def _produce_outputs(self, part: Partition) -> None:
         dead_letter_topic = self.settings.spec.dead_letter_topic
@@ -286,6 +302,8 @@ class Runtime:
         new = sorted(tp.partition for tp in partitions if tp.topic == self._input and tp.partition not in self.tasks)
         if new:
             self._restore(new)
+            for tp in self._committed(new):
+                self.tasks[tp.partition].next_offset = tp.offset  # where consuming resumes: nothing before it is fed
         log.info("assigned", extra={"partitions": ",".join(map(str, new)) or "-"})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
