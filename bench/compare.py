@@ -14,7 +14,7 @@ committed output stops growing; events/s is 1M over the first span. Replay/backf
 parse loop. Output agreement: sessions by gap (uncapped) and 2-minute windows, compared on
 their number and their totals.
 
-Writes bench/results/compare.json, bench/results/compare.png and a section of BENCHMARKS.md.
+Writes bench/results/compare.json, the chart bench/compare.png and a section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -45,13 +45,17 @@ BIN = PY.parent
 DATA_1M = HERE / "data" / "spins-1m.jsonl"
 DATA_500K = HERE / "data" / "spins-500k.jsonl"
 RESULTS = HERE / "results"
+CHART = HERE / "compare.png"  # committed with BENCHMARKS.md, which shows it
 PEER_JAR = HERE / "peers" / "kafka-streams" / "target" / "peer.jar"
 PARTITIONS = 6
 SENTINEL = "~end"
 SETTLE_SECONDS = 15  # output unchanged this long after the input is consumed: done
+CAP_SECONDS = 900  # a contender still consuming after this long is stopped; its rate is what it did
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--replay-only"]:  # the replay half again, next to the last streaming results
+        return replay_only()
     ensure_inputs()
     work = Path(tempfile.mkdtemp(prefix="sessionizer-compare-"))
     lines = DATA_1M.read_bytes().splitlines()
@@ -71,9 +75,23 @@ def main() -> None:
         for entry in results[section].values():
             entry.pop("outputs_path", None)
     (RESULTS / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    chart(results, RESULTS / "compare.png")
+    chart(results, CHART)
     write_section(results)
     print(json.dumps({k: v for k, v in results.items() if k != "agreement"}, indent=2, default=str))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def replay_only() -> None:
+    results = json.loads((RESULTS / "compare.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix="sessionizer-compare-"))
+    results["replay"] = replay_contenders(work)
+    results["replay_date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["agreement"] = agreement(results)
+    for entry in results["replay"].values():
+        entry.pop("outputs_path", None)
+    (RESULTS / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    chart(results, CHART)
+    write_section(results)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -150,23 +168,31 @@ def start_quix(bootstrap: str, work: Path, topic: str, group: str, sessions: str
 def stream_contender(bootstrap: str, work: Path, name: str, start, lines: list[bytes], partitions: list[int]) -> dict:
     topic, sessions, rolling = f"{name}-events", f"{name}-sessions", f"{name}-rolling"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (topic, sessions, rolling)]).values():
+    # Kept for good: the peers stamp their output with the (weeks old) event time, which time-based
+    # retention would delete at once.
+    keep = {"retention.ms": "-1"}
+    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1, config=keep)
+                                       for t in (topic, sessions, rolling)]).values():
         future.result()
     produce(bootstrap, topic, lines, partitions)
     started = time.perf_counter()
     process, group = start(bootstrap, work, topic, f"{name}-app", sessions, rolling)
-    consumed_at = wait_consumed(bootstrap, group, topic, len(lines), process, timeout=3600)
+    consumed_at, consumed = wait_consumed(bootstrap, group, topic, len(lines), process, timeout=CAP_SECONDS)
     elapsed = consumed_at - started
-    counts = wait_settled(bootstrap, [sessions, rolling], process)
+    wait_settled(bootstrap, [sessions, rolling])
     peak = peak_rss(process.pid)
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(60)
     except subprocess.TimeoutExpired:
         process.kill()
+    wait_settled(bootstrap, [sessions, rolling], seconds=2)  # a transaction left open times out
     outputs = {kind: read_values(bootstrap, t) for kind, t in (("sessions", sessions), ("rolling", rolling))}
-    return {"events": len(lines), "seconds_to_consume": round(elapsed, 2), "events_per_second": round(len(lines) / elapsed),
-            "peak_rss_mib": round(peak / 2**20), "records_out": counts, "summary": summarise(outputs)}
+    return {"events": len(lines), "consumed": consumed, "finished": consumed >= len(lines),
+            "seconds_to_consume": round(elapsed, 2), "events_per_second": round(consumed / elapsed),
+            "peak_rss_mib": round(peak / 2**20), "records_out": {t: len(outputs[k]) for k, t in
+                                                                 (("sessions", sessions), ("rolling", rolling))},
+            "summary": summarise(outputs)}
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: list[int]) -> None:
@@ -183,10 +209,12 @@ def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: list[int
     producer.flush(300)
 
 
-def wait_consumed(bootstrap: str, group: str, topic: str, total: int, process, timeout: float) -> float:
+def wait_consumed(bootstrap: str, group: str, topic: str, total: int, process, timeout: float) -> tuple[float, int]:
+    """When the group's committed input offsets reach `total`, and how many it had consumed by then
+    (fewer than `total` when it did not finish within `timeout`)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    deadline = time.monotonic() + timeout
+    deadline, done = time.monotonic() + timeout, 0
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -194,53 +222,67 @@ def wait_consumed(bootstrap: str, group: str, topic: str, total: int, process, t
             try:
                 done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
             except Exception:
-                done = 0
+                pass
             if done >= total:
-                return time.perf_counter()
+                break
             time.sleep(0.2)
     finally:
         consumer.close()
-    raise SystemExit(f"{group}: input not consumed within {timeout} s")
+    if done < total:
+        print(f"{group}: {done:,} of {total:,} events consumed in {timeout} s: stopped there", file=sys.stderr)
+    return time.perf_counter(), done
 
 
-def committed_count(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "compare-count", "isolation.level": "read_committed"})
-    try:
-        total = 0
-        for p in range(PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
+def ends(bootstrap: str, topics: list[str], committed: bool) -> tuple:
+    """End offsets of every partition: the last stable offset (`committed`: what read_committed
+    readers can see) or the high watermark (everything written, open transactions included)."""
+    from confluent_kafka import IsolationLevel
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)},
+                                 isolation_level=level, request_timeout=30)
+    return tuple(sorted((tp.topic, tp.partition, f.result().offset) for tp, f in futures.items()))
 
 
-def wait_settled(bootstrap: str, topics: list[str], process) -> dict:
-    """Until the output topics stop growing (their end offsets include transaction markers)."""
-    last, since = None, time.monotonic()
-    while True:
-        now = tuple(committed_count(bootstrap, t) for t in topics)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_SECONDS:
-            break
+def wait_settled(bootstrap: str, topics: list[str], seconds: float = SETTLE_SECONDS, timeout: float = 300) -> None:
+    """Until the committed output stops growing and no transaction is left open on it."""
+    last, since, deadline = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stable, high = ends(bootstrap, topics, True), ends(bootstrap, topics, False)
+        if stable != last:
+            last, since = stable, time.monotonic()
+        elif stable == high and time.monotonic() - since >= seconds:
+            return
         time.sleep(1)
-    return {t: len(read_values(bootstrap, t)) for t in topics}
+    print(f"warning: {topics} still have open transactions after {timeout} s", file=sys.stderr)
 
 
 def read_values(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compare-read-{topic}", "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed", "enable.partition.eof": True, "enable.auto.commit": False})
+    """Every committed record of a topic: read until each partition is known to be read up to its
+    last stable offset (an end-of-partition event at or past it, or the position there); an early
+    end-of-partition event alone is not enough."""
+    stable = {p: offset for _, p, offset in ends(bootstrap, [topic], True)}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "compare-read", "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    values, ended = [], set()
-    while len(ended) < PARTITIONS:
-        for message in consumer.consume(10_000, 1.0):
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    ended.add(message.partition())
-                continue
-            values.append(orjson.loads(message.value()))
+    values = []
+    pending = {p for p, offset in stable.items() if offset > 0}
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline:
+        for message in consumer.consume(10_000, 0.5):
+            error = message.error()
+            if error is None:
+                values.append(orjson.loads(message.value()))
+            elif error.code() == KafkaError._PARTITION_EOF and message.offset() >= stable[message.partition()]:
+                pending.discard(message.partition())
+        if pending:
+            positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            pending -= {tp.partition for tp in positions if tp.offset >= stable[tp.partition]}
     consumer.close()
+    if pending:
+        print(f"warning: {topic} partitions {sorted(pending)} not read to their end", file=sys.stderr)
     return values
 
 
@@ -273,12 +315,16 @@ def replay_contenders(work: Path) -> dict:
     for name, (argv, out) in runs.items():
         timings = []
         for _ in range(3):
+            # GNU time reports the peak RSS of the program itself: a child's own rusage would count
+            # the pages of this (large) parent it was forked from.
             started = time.perf_counter()
-            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            _, status, usage = os.wait4(process.pid, 0)
-            timings.append((time.perf_counter() - started, usage.ru_maxrss * 1024))
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(f"{name} failed: {process.stderr.read().decode()[-2000:]}")
+            done = subprocess.run(["/usr/bin/time", "-f", "peak_rss_kib=%M", *argv], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed: {done.stderr.decode()[-2000:]}")
+            peak_kib = int(done.stderr.decode().rsplit("peak_rss_kib=", 1)[1].split()[0])
+            timings.append((seconds, peak_kib * 1024))
         seconds = sorted(t for t, _ in timings)[1]
         entry = {"events": 500_000, "seconds": round(seconds, 2), "events_per_second": round(500_000 / seconds),
                  "peak_rss_mib": round(max(r for _, r in timings) / 2**20)}
@@ -375,11 +421,12 @@ def chart(results: dict, path: Path) -> None:
 def write_section(r: dict) -> None:
     s, p = r["streaming"], r["replay"]
     ours = s["sessionizer"]["events_per_second"]
-    rows = ["| contender (streaming, exactly-once) | events/s | vs sessionizer | peak RSS | records out (sessions / rolling) |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| contender (streaming, exactly-once) | events consumed | events/s | vs sessionizer | peak RSS "
+            "| records out (sessions / rolling) |", "|---|---:|---:|---:|---:|---:|"]
     for name, e in s.items():
         out = list(e["records_out"].values())
-        rows.append(f"| {name} | {e['events_per_second']:,} | {e['events_per_second'] / ours:.2f}x | "
+        consumed = f"{e['consumed']:,}" + ("" if e["finished"] else f" (stopped after {CAP_SECONDS} s)")
+        rows.append(f"| {name} | {consumed} | {e['events_per_second']:,} | {e['events_per_second'] / ours:.2f}x | "
                     f"{e['peak_rss_mib']} MiB | {out[0]:,} / {out[1]:,} |")
     replay_ours = p["sessionizer replay"]["events_per_second"]
     rows += ["", "| contender (replay of 500k spins) | wall time | events/s | vs sessionizer | peak RSS |",
@@ -393,11 +440,12 @@ def write_section(r: dict) -> None:
         agreement_lines.append(f"- {row['mode']}, {row['peer']}: {verdict}")
     section = "\n".join([
         "<!-- compare-bench:start (written by `make bench-compare`) -->",
-        f"Measured {r['date']} on {r['machine']}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
+        f"Measured {r['date']}" + (f" (replay: {r['replay_date']})" if r.get("replay_date") else "")
+        + f" on {r['machine']}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
         "",
         *rows,
         "",
-        "![events/s](bench/results/compare.png)",
+        "![events/s](bench/compare.png)",
         "",
         "Output agreement on the overlapping semantics (uncapped sessions by gap, 2-minute tumbling windows; "
         "end markers' own windows left out):",

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import orjson
 from quixstreams import Application
+from quixstreams.dataframe.windows.aggregations import Count, Latest, Sum
 from quixstreams.models.serializers import BytesDeserializer, BytesSerializer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -46,19 +47,9 @@ def stamp(ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=ms - ms % 1000)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def initial(spin):
-    return {"count": 1, "stake": spin["stake"], "win": spin["win"], "game": spin["game"], "channel": spin["channel"]}
-
-
-def add(totals, spin):
-    totals["count"] += 1
-    totals["stake"] += spin["stake"]
-    totals["win"] += spin["win"]
-    if spin["game"] is not None:
-        totals["game"] = spin["game"]
-    if spin["channel"] is not None:
-        totals["channel"] = spin["channel"]
-    return totals
+def totals():
+    """Mergeable aggregations: session windows merge two sessions when a record bridges them."""
+    return dict(count=Count(), stake=Sum("stake"), win=Sum("win"), game=Latest("game"), channel=Latest("channel"))
 
 
 def main() -> None:
@@ -73,24 +64,24 @@ def main() -> None:
 
     spins = app.dataframe(source).apply(parse)
 
-    def session_record(window, key):
-        v = window["value"]
+    def session_record(window, key, _timestamp, _headers):
+        v = window
         return orjson.dumps({"event": "session", "user_id": key, "timestamp": stamp(window["start"]), "value": {
             "session_start_ms": window["start"], "session_end_ms": window["end"],
             "duration_ms": window["end"] - window["start"], "event_count": v["count"],
             "stake_total": amount(v["stake"]), "win_total": amount(v["win"]), "net_total": amount(v["win"] - v["stake"]),
             "game_code": v["game"], "channel": v["channel"], "close_reason": "inactivity"}, "user_attributes": {}})
 
-    def rolling_record(window, key):
-        v = window["value"]
+    def rolling_record(window, key, _timestamp, _headers):
+        v = window
         return orjson.dumps({"event": "session_summary", "user_id": key, "timestamp": stamp(window["start"]), "value": {
             "window_start_ms": window["start"], "window_end_ms": window["end"], "event_count": v["count"],
             "stake_total": amount(v["stake"]), "win_total": amount(v["win"]), "net_total": amount(v["win"] - v["stake"])},
             "user_attributes": {}})
 
-    (spins.session_window(inactivity_gap_ms=600_000, grace_ms=30_000).reduce(add, initial).final()
+    (spins.session_window(inactivity_gap_ms=600_000, grace_ms=30_000).agg(**totals()).final()
         .apply(session_record, metadata=True).to_topic(sessions_out))
-    (spins.tumbling_window(duration_ms=120_000, grace_ms=30_000).reduce(add, initial).final()
+    (spins.tumbling_window(duration_ms=120_000, grace_ms=30_000).agg(**totals()).final()
         .apply(rolling_record, metadata=True).to_topic(rolling_out))
     app.run()
 
