@@ -113,6 +113,19 @@ def test_broker_stopped_and_restarted_mid_run_resumes_and_loses_nothing(tmp_path
         broker.close()
 
 
+def run_in_thread_until_consumed(runtime, stop, job: Job, timeout: float = 180) -> None:
+    """An in-process runtime (so a test can wrap its clients), stopped once its input is consumed."""
+    import threading
+
+    worker = threading.Thread(target=runtime.run, daemon=True)
+    worker.start()
+    try:
+        job.wait_until_consumed(timeout)
+    finally:
+        stop.set()
+        worker.join(60)
+
+
 def test_a_transactional_call_that_never_returns_is_abandoned_and_the_work_redone(bootstrap, tmp_path, monkeypatch):
     """librdkafka can block in send_offsets_to_transaction for good (#5456): the runtime gives up on
     that producer, fences it with a new one and rewinds; the committed output still equals replay."""
@@ -153,13 +166,7 @@ def test_a_transactional_call_that_never_returns_is_abandoned_and_the_work_redon
         return StuckOnce(producer) if len(made) == 1 else producer
 
     monkeypatch.setattr(runtime, "_new_producer", first_one_sticks)
-    worker = threading.Thread(target=runtime.run, daemon=True)
-    worker.start()
-    try:
-        job.wait_until_consumed(180)
-    finally:
-        stop.set()
-        worker.join(60)
+    run_in_thread_until_consumed(runtime, stop, job)
     assert len(made) >= 2 and runtime.counters.rewinds >= 1
     assert_same_as_replay(job, per_partition)
 
@@ -203,12 +210,6 @@ def test_a_consumer_that_goes_back_on_its_own_does_not_duplicate_output(bootstra
     monkeypatch.setattr(runtime_module, "Consumer", GoesBackOnce)
     stop = threading.Event()
     runtime = runtime_module.Runtime(load_run_settings(job.config("s", runtime='idle_timeout = "off"')), stop=stop)
-    worker = threading.Thread(target=runtime.run, daemon=True)
-    worker.start()
-    try:
-        job.wait_until_consumed(180)
-    finally:
-        stop.set()
-        worker.join(60)
+    run_in_thread_until_consumed(runtime, stop, job)
     assert resets and runtime.counters.rewinds == 0
     assert_same_as_replay(job, per_partition)
