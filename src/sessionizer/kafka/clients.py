@@ -33,6 +33,9 @@ def consumer_config(settings: RunSettings) -> dict[str, Any]:
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
+        # A killed process's partitions move on (or come back to its restart) after 10 s, not
+        # Kafka's 45 s; heartbeats come from librdkafka's own thread, so a long batch never trips it.
+        "session.timeout.ms": 10_000,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         **settings.consumer,
