@@ -52,8 +52,8 @@ class PartitionTask:
     part: Partition
     last_record_at: float  # monotonic seconds: the last record, or the restore
     last_record_time: int  # stream time then
+    next_offset: int  # the offset after the last record fed (at first, the committed offset)
     at_end: bool = False  # the consumer has reached the partition's end since that record
-    next_offset: int = -1  # the offset after the last record fed; -1 until the first one
 
 
 @dataclass
@@ -263,13 +263,11 @@ class Runtime:
         self.counters.rewinds += 1
         partitions = sorted(self.tasks)
         self.offsets.clear()
-        self._restore(partitions)
-        for tp in self._committed(partitions):
+        for tp in self._restore(partitions):
             if tp.offset >= 0:
                 self.consumer.seek(tp)
             else:  # nothing committed yet: from the beginning (auto.offset.reset)
                 self.consumer.seek(TopicPartition(self._input, tp.partition, 0))
-            self.tasks[tp.partition].next_offset = max(tp.offset, 0)
 
     def _committed(self, partitions: list[int]) -> list[TopicPartition]:
         assert self.consumer is not None
@@ -302,8 +300,6 @@ class Runtime:
         new = sorted(tp.partition for tp in partitions if tp.topic == self._input and tp.partition not in self.tasks)
         if new:
             self._restore(new)
-            for tp in self._committed(new):
-                self.tasks[tp.partition].next_offset = tp.offset  # where consuming resumes: nothing before it is fed
         log.info("assigned", extra={"partitions": ",".join(map(str, new)) or "-"})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -324,11 +320,16 @@ class Runtime:
         log.warning("lost partitions (their uncommitted work is dropped)",
                     extra={"partitions": ",".join(map(str, sorted(gone)))})
 
-    def _restore(self, partitions: list[int]) -> None:
+    def _restore(self, partitions: list[int]) -> list[TopicPartition]:
+        """Tasks for `partitions` from their changelog, each resuming at its committed offset
+        (nothing before it is fed again); returns those offsets."""
         parts = restore_partitions(self.settings, partitions, self._new_partition)
+        committed = self._committed(partitions)
         now = time.monotonic()
-        for partition, part in parts.items():
-            self.tasks[partition] = PartitionTask(part, now, part.stream_time)
+        for tp in committed:
+            part = parts[tp.partition]
+            self.tasks[tp.partition] = PartitionTask(part, now, part.stream_time, max(tp.offset, 0))
+        return committed
 
     def _new_partition(self, partition: int) -> Partition:
         topic = self._input
