@@ -155,12 +155,7 @@ def _confluent_cloud(platform: str, auth: Any) -> PlatformSettings:
             "kafka.auth.token_endpoint", "kafka.auth.logical_cluster", "kafka.auth.identity_pool_id"])
     if auth.method != "api-key":
         raise PlatformError(f"kafka.auth.method: {auth.method!r} is neither \"api-key\" nor \"oidc\"")
-    key = read_secret(auth, "api_key", platform)
-    secret = read_secret(auth, "api_secret", platform)
-    return PlatformSettings(platform, {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
-        "sasl.username": key.reveal(), "sasl.password": secret.reveal(),
-    }, checks=[f"kafka.auth.api_key ({key.origin})", f"kafka.auth.api_secret ({secret.origin})"])
+    return _user_and_password(platform, auth, "PLAIN", "api_key", "api_secret")
 
 
 def _msk_iam(platform: str, auth: Any) -> PlatformSettings:
@@ -176,12 +171,17 @@ def _msk_iam(platform: str, auth: Any) -> PlatformSettings:
 
 
 def _msk_scram(platform: str, auth: Any) -> PlatformSettings:
-    user = read_secret(auth, "username", platform)
-    password = read_secret(auth, "password", platform)
+    return _user_and_password(platform, auth, "SCRAM-SHA-512", "username", "password")
+
+
+def _user_and_password(platform: str, auth: Any, mechanism: str, user_key: str, password_key: str) -> PlatformSettings:
+    """SASL over TLS with a user name and a password read from `[kafka.auth]` (names as given)."""
+    user = read_secret(auth, user_key, platform)
+    password = read_secret(auth, password_key, platform)
     return PlatformSettings(platform, {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "security.protocol": "SASL_SSL", "sasl.mechanism": mechanism,
         "sasl.username": user.reveal(), "sasl.password": password.reveal(),
-    }, checks=[f"kafka.auth.username ({user.origin})", f"kafka.auth.password ({password.origin})"])
+    }, checks=[f"kafka.auth.{user_key} ({user.origin})", f"kafka.auth.{password_key} ({password.origin})"])
 
 
 def _msk_tls(platform: str, auth: Any) -> PlatformSettings:
