@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native-installed
 KAFKA_LIBS := .cache/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.fetched
 OUT := out
@@ -21,7 +22,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[kafka,aws,gcp,test,bench]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The compiled core (Rust, built with cargo through maturin); `SESSIONIZER_CORE=python` runs without it.
+$(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+	$(PY) -m pip install -q ./native
+	touch $(NATIVE_STAMP)
+
+venv: $(STAMP) $(NATIVE_STAMP)
 
 # The real Apache Kafka broker (KRaft) for the tests, from Maven Central.
 $(KAFKA_STAMP): tools/kafka/pom.xml
@@ -31,35 +37,35 @@ $(KAFKA_STAMP): tools/kafka/pom.xml
 
 kafka-jars: $(KAFKA_STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/sessionizer replay --config examples/xtremepush.toml --output-dir $(OUT) examples/sample-spins.jsonl
 	@echo
 	@echo "Final records are in $(OUT)/, one JSON-lines file per topic. A few of them:"
 	@for f in $(OUT)/*.jsonl; do echo "--- $$f ($$(wc -l < $$f) records)"; head -n 2 $$f; done
 
-test: $(STAMP) $(KAFKA_STAMP)
+test: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
 	$(PY) -m pytest
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(NATIVE_STAMP)
 	$(PY) -m pytest tests/unit tests/property
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE_STAMP)
 	$(PY) bench/replay_bench.py
 
 # A local broker on 127.0.0.1:9092 for trying `sessionizer run` by hand (Ctrl-C stops it).
-kafka: $(STAMP) $(KAFKA_STAMP)
+kafka: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
 	$(PY) tools/kafka/broker.py --port 9092
 
 # A broker of its own, the sample produced into it, `sessionizer run`, final records as they commit.
-demo: $(STAMP) $(KAFKA_STAMP)
+demo: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
 	$(PY) tools/demo.py
 
-bench-kafka: $(STAMP) $(KAFKA_STAMP)
+bench-kafka: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/kafka_bench.py
 
 # sessionizer against Kafka Streams, Quix Streams and DuckDB on the same data (writes BENCHMARKS.md and a chart).
-bench-compare: $(STAMP) $(KAFKA_STAMP)
+bench-compare: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/compare.py
 
 clean:
-	rm -rf $(VENV) $(OUT) build bench/data bench/results .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OUT) build native/target bench/data bench/results .pytest_cache .hypothesis

@@ -9,7 +9,8 @@ from typing import Iterable
 import msgspec
 import orjson
 
-from sessionizer.core.partition import Output, Partition
+from sessionizer.core.native import new_partition
+from sessionizer.core.partition import Output
 from sessionizer.core.spec import JobSpec, RollingOutput, SessionOutput
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.windows import WindowRules
@@ -41,7 +42,7 @@ def spec(sessions: SessionRules | None = None, *rolling: WindowRules, **kw) -> J
 
 
 def run(job: JobSpec, lines: Iterable[bytes], end: bool = True) -> list[Output]:
-    part = Partition(job)
+    part = new_partition(job)
     for n, raw in enumerate(lines, 1):
         part.feed(raw, {"line": n})
     if end:

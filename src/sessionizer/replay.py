@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .core.partition import Partition, PartitionStats
+from .core.native import CorePartition, new_partition
+from .core.partition import PartitionStats
 from .core.spec import JobSpec
 
-DRAIN_EVERY = 4096  # records between writes of what became final
+CHUNK_BYTES = 1 << 20  # input read (and what became final written) about this much at a time
 
 
 class ReplayError(Exception):
@@ -40,21 +41,17 @@ def replay(spec: JobSpec, inputs: list[str], output_dir: str | Path, progress: b
         for source in sources:
             stack.callback(source.close)
         sinks = _open_outputs(out_dir, spec.topics, stack)
-        part = Partition(spec, describe_source=_file_line)
+        part = new_partition(spec, describe_source=_file_line)
         bar = _progress_bar(inputs, stack) if progress else None
-        feed, pending = part.feed, 0
         for name, stream in zip(inputs, sources):
             label = "<stdin>" if name == "-" else name
-            for line_no, raw in _lines(stream, label):
-                feed(raw, (label, line_no))
-                pending += 1
-                if pending == DRAIN_EVERY:
-                    _write(part, sinks)
-                    if bar is not None:
-                        bar.update(pending)
-                    pending = 0
-        if bar is not None:
-            bar.update(pending)
+            line_no = 1
+            for lines in _chunks(stream, label):
+                part.feed_lines(lines, label, line_no)
+                line_no += len(lines)
+                _write(part, sinks)
+                if bar is not None:
+                    bar.update(len(lines))
         part.end_of_input()
         _write(part, sinks)
         for sink in sinks.values():
@@ -66,14 +63,11 @@ def _file_line(source: tuple[str, int]) -> dict:
     return {"file": source[0], "line": source[1]}
 
 
-def _lines(stream: BinaryIO, label: str) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without its end) for each non-blank line."""
+def _chunks(stream: BinaryIO, label: str) -> Iterator[list[bytes]]:
+    """The input's lines (with their ends), about CHUNK_BYTES at a time."""
     try:
-        for line_no, line in enumerate(stream, 1):
-            raw = line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
-            if not raw or raw.isspace():
-                continue
-            yield line_no, raw
+        while lines := stream.readlines(CHUNK_BYTES):
+            yield lines
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise ReplayError(f"{label}: cannot read the input ({error})") from None
 
@@ -108,7 +102,7 @@ def _open_outputs(out_dir: Path, topics: list[str], stack: ExitStack) -> dict[st
         raise ReplayError(f"{out_dir}: cannot write the output directory ({error.strerror})") from None
 
 
-def _write(part: Partition, sinks: dict[str, BinaryIO]) -> None:
+def _write(part: CorePartition, sinks: dict[str, BinaryIO]) -> None:
     for topic, records in part.drain_by_topic().items():
         sinks[topic].write(b"\n".join([value for _, value in records]) + b"\n")
 

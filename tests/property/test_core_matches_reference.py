@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from helpers import decode, line, session_tuple, spec, window_tuple
 from reference import Rec, RefSessions, Reference, RefWindows
-from sessionizer.core.partition import Partition
+from sessionizer.core.native import new_partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.windows import WindowRules
 
@@ -79,7 +79,7 @@ def core_step(outputs, rolling_count):
 
 def check_same_as_reference(srules, wrules, recs):
     job = spec(srules, *wrules)
-    part = Partition(job)
+    part = new_partition(job)
     ref = Reference(RefSessions(srules) if srules else None, [RefWindows(w) for w in wrules])
     seen_s = seen_l = 0
     seen_w = [0] * len(wrules)

@@ -6,14 +6,14 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from helpers import decode, line, session_tuple, spec, window_tuple
-from sessionizer.core.partition import Partition
+from sessionizer.core.native import new_partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.windows import WindowRules
 from test_core_matches_reference import session_rules, to_line, window_rules, streams
 
 
 def run_lines(job, lines, drains=(), track_changes=False):
-    part = Partition(job, track_changes=track_changes)
+    part = new_partition(job, track_changes=track_changes)
     out = []
     for n, raw in enumerate(lines):
         part.feed(raw, {"line": n + 1})
@@ -51,7 +51,7 @@ def test_restoring_from_the_changelog_at_any_point_gives_the_same_output(srules,
     lines = [to_line(r) for r in recs]
     expected = run_lines(job, lines)
     changelog: dict[str, dict[str, bytes]] = {}
-    part = Partition(job, track_changes=True)
+    part = new_partition(job, track_changes=True)
     out = []
     for n, raw in enumerate(lines):
         part.feed(raw, {"line": n + 1})
@@ -63,7 +63,7 @@ def test_restoring_from_the_changelog_at_any_point_gives_the_same_output(srules,
                     changelog.setdefault(store, {})[key] = value
         out += part.drain()
         if n in cuts:  # the process dies here; a new one restores from the compacted changelog
-            part = Partition(job, track_changes=True)
+            part = new_partition(job, track_changes=True)
             for store, records in changelog.items():
                 part.restore(store, records.items())
             part.finish_restore()
@@ -76,14 +76,14 @@ def test_a_snapshot_restores_the_same_state(srules, wrules, recs, cut):
     job = spec(srules, *wrules)
     lines = [to_line(r) for r in recs]
     expected = run_lines(job, lines)
-    part = Partition(job)
+    part = new_partition(job)
     out = []
     for n, raw in enumerate(lines):
         part.feed(raw, {"line": n + 1})
         if n == cut:
             out += part.drain()
             snapshot = part.snapshot()
-            part = Partition(job)
+            part = new_partition(job)
             for store, records in snapshot.items():
                 part.restore(store, records)
             part.finish_restore()

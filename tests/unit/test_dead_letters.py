@@ -5,7 +5,7 @@ import base64
 import orjson
 
 from helpers import dead_letters, line, run, spec
-from sessionizer.core.partition import Partition
+from sessionizer.core.native import new_partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.spec import JobSpec, RollingOutput
 from sessionizer.core.windows import WindowRules
@@ -68,14 +68,14 @@ def test_valid_utf8_has_no_record_base64():
 
 
 def test_source_is_passed_through_and_may_be_described_lazily():
-    part = Partition(spec(SessionRules(gap=10)), describe_source=lambda s: {"file": s[0], "line": s[1]})
+    part = new_partition(spec(SessionRules(gap=10)), describe_source=lambda s: {"file": s[0], "line": s[1]})
     part.feed(b"x", ("in.jsonl", 7))
     [out] = part.drain()
     assert orjson.loads(out.value)["source"] == {"file": "in.jsonl", "line": 7}
 
 
 def test_null_kafka_value_is_invalid_json_with_null_record():
-    part = Partition(spec(SessionRules(gap=10)))
+    part = new_partition(spec(SessionRules(gap=10)))
     part.feed(None, {"offset": 3})
     [letter] = [orjson.loads(o.value) for o in part.drain()]
     assert (letter["error"], letter["record"]) == ("invalid_json", None)

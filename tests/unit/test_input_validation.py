@@ -239,9 +239,9 @@ def test_events_filter_skips_other_events_without_dead_letter_or_time_effect():
         b'[1]',  # not an object: still a dead letter
         line("a", 105, event="spin"),
     ]
-    from sessionizer.core.partition import Partition
+    from sessionizer.core.native import new_partition
 
-    part = Partition(job)
+    part = new_partition(job)
     for n, raw in enumerate(lines):
         part.feed(raw, n)
     assert part.stream_time == 105

@@ -72,12 +72,13 @@ def test_replay_of_the_bundled_sample(tmp_path):
 
 def test_replay_of_many_batches_equals_the_core_in_one_go(tmp_path):
     """More records than one write batch: every final record reaches its file, in order."""
-    from sessionizer.replay import DRAIN_EVERY
+    from sessionizer.replay import CHUNK_BYTES
     from sessionizer.sample import SampleShape, generate
 
-    lines = list(generate(SampleShape(events=3 * DRAIN_EVERY, players=200, malformed_share=0.01, late_share=0.01)))
+    lines = list(generate(SampleShape(events=CHUNK_BYTES // 50, players=200, malformed_share=0.01, late_share=0.01)))
     data = tmp_path / "many.jsonl"
     data.write_bytes(b"\n".join(lines) + b"\n")
+    assert data.stat().st_size > 2 * CHUNK_BYTES
     done = replay("--config", EXAMPLE_CONFIG, "--output-dir", tmp_path / "out", data)
     assert done.returncode == 0, done.stderr.decode()
     part = Partition(load_config(EXAMPLE_CONFIG), describe_source=lambda s: {"file": str(data), "line": s})

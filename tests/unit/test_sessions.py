@@ -4,7 +4,8 @@ Times are small integers of milliseconds, so each rule's boundary is visible.
 """
 
 from helpers import dead_letters, line, records, run, session_tuple, spec
-from sessionizer.core.partition import Partition
+from sessionizer.core.native import new_partition
+from sessionizer.core.sessions import _STATE_DECODER
 from sessionizer.core.sessions import SessionRules, sweep
 from array import array
 
@@ -66,7 +67,7 @@ def test_sessions_are_per_key():
 
 def test_a_session_closes_as_soon_as_stream_time_passes_end_plus_gap_plus_grace():
     rules = SessionRules(gap=10, grace=5)
-    part = Partition(spec(rules))
+    part = new_partition(spec(rules))
     part.feed(line("a", 0), 1)
     part.feed(line("b", 15), 2)  # T = 15 = end + gap + grace: not yet
     assert records(part.drain(), "sessions-out") == []
@@ -78,7 +79,7 @@ def test_a_session_closes_as_soon_as_stream_time_passes_end_plus_gap_plus_grace(
 
 def test_a_full_session_closes_once_stream_time_passes_end_plus_grace():
     rules = SessionRules(gap=100, grace=5, max_events=2)
-    part = Partition(spec(rules))
+    part = new_partition(spec(rules))
     for n, (k, t) in enumerate([("a", 0), ("a", 1), ("b", 6)]):
         part.feed(line(k, t), n)
     assert records(part.drain(), "sessions-out") == []  # T = 6 = end + grace
@@ -173,7 +174,7 @@ def test_close_reason_is_what_cut_the_session_when_a_record_follows():
 
 def test_close_reason_without_a_following_record_is_max_events_when_full_else_inactivity():
     rules = SessionRules(gap=10, max_events=2)
-    part = Partition(spec(rules))
+    part = new_partition(spec(rules))
     for n, (k, t) in enumerate([("a", 0), ("a", 1), ("c", 3), ("b", 100)]):
         part.feed(line(k, t), n)
     got = sorted((r["user_id"], r["value"]["close_reason"]) for r in records(part.drain(), "sessions-out"))
@@ -220,12 +221,15 @@ def test_closed_end_is_kept_while_a_chain_of_late_records_could_reach_it():
 
 def test_closed_end_of_a_capped_session_is_forgotten_once_it_cannot_matter():
     rules = SessionRules(gap=10, grace=0, max_duration=20)
-    part = Partition(spec(rules))
+    part = new_partition(spec(rules))
+
+    def closed_ends():  # key -> end of its latest closed session, as the state says
+        return {key: _STATE_DECODER.decode(value)[0] for key, value in part.snapshot()["sessions"] if key}
+
     part.feed(line("a", 0), 1)
     part.feed(line("b", 11), 2)  # closes a's session
-    assert part.sessions.closed_ends == {"a": 0}
+    assert closed_ends() == {"a": 0, "b": -1}
     part.feed(line("b", 30), 3)
-    assert part.sessions.closed_ends == {"a": 0}
+    assert closed_ends() == {"a": 0, "b": 11}
     part.feed(line("b", 31), 4)  # 31 = 0 + max_duration 20 + gap 10 + grace 0 + 1
-    assert part.sessions.closed_ends == {}
-    assert part.sessions.keys["b"].closed_end == 11
+    assert closed_ends() == {"b": 11}

@@ -3,7 +3,7 @@
 import pytest
 
 from helpers import dead_letters, line, records, run, session_tuple, spec, window_tuple
-from sessionizer.core.partition import Partition
+from sessionizer.core.native import new_partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.spec import JobSpec, RollingOutput
 from sessionizer.core.windows import WindowRules
@@ -43,7 +43,7 @@ def test_size_must_be_a_multiple_of_advance():
 
 
 def test_a_window_closes_once_stream_time_reaches_end_plus_grace():
-    part = Partition(spec(None, WindowRules(size=10, advance=10, grace=5)))
+    part = new_partition(spec(None, WindowRules(size=10, advance=10, grace=5)))
     part.feed(line("a", 3), 1)
     part.feed(line("b", 14), 2)  # T = 14 < 10 + 5
     assert records(part.drain(), "rolling0") == []
@@ -114,7 +114,7 @@ def test_end_of_input_flushes_open_windows():
 # -- stream time (SPEC section 2) -------------------------------------------------------------
 
 def test_stream_time_is_the_largest_valid_event_time_and_ignores_invalid_records():
-    part = Partition(spec(SessionRules(gap=10)))
+    part = new_partition(spec(SessionRules(gap=10)))
     for n, raw in enumerate([line("a", 50), line("a", 20), b'{"user_id":"a","timestamp":999,"value":{"stake":-1}}',
                              b"garbage"]):
         part.feed(raw, n)
@@ -147,7 +147,7 @@ def test_late_for_two_aggregations_yields_two_dead_letters():
 
 
 def test_advance_moves_stream_time_without_a_record_and_closes_what_is_due():
-    part = Partition(spec(SessionRules(gap=10), WindowRules(size=10, advance=10)))
+    part = new_partition(spec(SessionRules(gap=10), WindowRules(size=10, advance=10)))
     part.feed(line("a", 3), 1)
     part.advance(5)
     assert part.drain() == []

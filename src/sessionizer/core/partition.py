@@ -111,6 +111,15 @@ class Partition:
                     why, error = "some of its windows are closed; it counts in the others", "partially_late"
                 self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
 
+    def feed_lines(self, lines: list[bytes], label: str, first_line: int) -> None:
+        """Lines of a replay file (with their ends); `lines[i]`'s source is (label, first_line + i).
+        Blank lines are passed over."""
+        feed = self.feed
+        for index, line in enumerate(lines):
+            raw = line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
+            if raw and not raw.isspace():
+                feed(raw, (label, first_line + index))
+
     def advance(self, time: int) -> None:
         """Move stream time on without a record (an idle partition); closes what is due."""
         if time > self.stream_time:
@@ -161,6 +170,10 @@ class Partition:
         named: dict[str, Any] = {"sessions": self.sessions} if self.sessions is not None else {}
         named.update((rolling.store.name, rolling.store) for rolling in self.rolling)
         return named
+
+    @property
+    def store_names(self) -> list[str]:
+        return list(self.stores)
 
     def take_changes(self) -> dict[str, list[tuple[str, bytes | None]]]:
         """Per store, (key, state or None) for what changed since the last call, stream time included.

@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from ..config import RunSettings
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
-from ..core.partition import Partition
+from ..core.native import CorePartition, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
 from .topics import TopicError, ensure_topics
@@ -49,7 +49,7 @@ OUTAGE_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError
 class PartitionTask:
     """One assigned input partition: its core, and what the idle clock needs."""
 
-    part: Partition
+    part: CorePartition
     last_record_at: float  # monotonic seconds: the last record, or the restore
     last_record_time: int  # stream time then
     next_offset: int  # the offset after the last record fed (at first, the committed offset)
@@ -274,7 +274,7 @@ class Runtime:
         return self._retry("read the committed input offsets", lambda: self.consumer.committed(
             [TopicPartition(self._input, p) for p in partitions], timeout=30))
 
-    def _produce_outputs(self, part: Partition) -> None:
+    def _produce_outputs(self, part: CorePartition) -> None:
         dead_letter_topic = self.settings.spec.dead_letter_topic
         for topic, records in part.drain_by_topic().items():
             for key, value in records:
@@ -331,7 +331,7 @@ class Runtime:
             self.tasks[tp.partition] = PartitionTask(part, now, part.stream_time, max(tp.offset, 0))
         return committed
 
-    def _new_partition(self, partition: int) -> Partition:
+    def _new_partition(self, partition: int) -> CorePartition:
         topic = self._input
 
         def describe(message: Message) -> dict[str, Any]:
@@ -339,7 +339,7 @@ class Runtime:
             return {"topic": topic, "partition": message.partition(), "offset": message.offset(),
                     "timestamp": timestamp if timestamp_type else None}
 
-        return Partition(self.settings.spec, track_changes=True, describe_source=describe)
+        return new_partition(self.settings.spec, track_changes=True, describe_source=describe)
 
     # -- clients, retries, status ------------------------------------------------------------------
 

@@ -1,0 +1,401 @@
+//! `sessionizer_native.Engine`: the per-record work of one input partition, compiled.
+//!
+//! Driven by `sessionizer/core/native.py`, which gives it the same interface as the
+//! Python `Partition`. The split: this engine owns stream time, the stores and the
+//! final records; Python owns everything about a record that is wrong (decoding it the
+//! exact way, dead letters and their wording) and the state's wire format. A record
+//! the engine is not sure of is handed back, untouched, for Python to decide.
+
+mod decode;
+mod output;
+mod sessions;
+mod windows;
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use serde_json::Value;
+
+use decode::{Decoded, Fields};
+use sessions::{Label, SessionRules, SessionStore, NO_CLOSED_END};
+use windows::{Totals, WindowStore, ADDED};
+
+/// What happened to a record, for the Python side.
+const DONE: u8 = 0; // aggregated (or skipped by the events filter), nothing more to do
+const FALLBACK: u8 = 1; // not handled: decode it in Python (the record is counted as read)
+const LATE: u8 = 2; // aggregated where it could be; `late` says for which aggregations it was late
+
+const NO_TIME: i64 = -1;
+
+struct Rolling {
+    store: WindowStore,
+    group: Option<usize>, // index into Fields::groups; None: the input key
+}
+
+#[pyclass(unsendable)]
+pub struct Engine {
+    fields: Fields,
+    sessions: Option<SessionStore>,
+    rolling: Vec<Rolling>,
+    #[pyo3(get)]
+    stream_time: i64,
+    read: u64,
+    valid: u64,
+    skipped: u64,
+    late: Vec<(usize, u8)>, // (0 = sessions, i + 1 = rolling i; LATE or PARTIALLY_LATE) of the last record
+    late_key: String,
+    late_time: i64,
+}
+
+fn path(text: &str) -> Vec<String> {
+    text.split('.').map(str::to_owned).collect()
+}
+
+/// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
+fn strip_line(line: &[u8]) -> Option<&[u8]> {
+    let raw = if line.last() == Some(&b'\n') {
+        let keep = line.iter().rposition(|&b| b != b'\r' && b != b'\n').map_or(0, |at| at + 1);
+        &line[..keep]
+    } else {
+        line
+    };
+    let blank = raw.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c));
+    (!blank).then_some(raw)
+}
+
+impl Engine {
+    fn feed_raw(&mut self, raw: &[u8], kafka_timestamp: Option<i64>) -> u8 {
+        self.read += 1;
+        let Ok(body) = serde_json::from_slice::<Value>(raw) else { return FALLBACK };
+        let event = match decode::decode(&self.fields, &body, kafka_timestamp) {
+            Decoded::Event(event) => event,
+            Decoded::Skip => {
+                self.skipped += 1;
+                return DONE;
+            }
+            Decoded::Fallback => return FALLBACK,
+        };
+        let groups: Vec<Option<&str>> = self
+            .rolling
+            .iter()
+            .map(|r| Some(r.group.map_or(&*event.key, |index| &*event.groups[index])))
+            .collect();
+        self.aggregate(&event.key, event.time, event.stake, event.win, event.game, event.channel, &groups)
+    }
+
+    /// A valid record into every aggregation; `groups[i]` is rolling i's group (None: it has none,
+    /// Python dead-letters that). DONE, or LATE with `late` filled.
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
+                 groups: &[Option<&str>]) -> u8 {
+        self.valid += 1;
+        self.move_time(time);
+        let now = self.stream_time;
+        self.late.clear();
+        if let Some(sessions) = &mut self.sessions {
+            if !sessions.offer(key, time, stake, win, game, channel, now) {
+                self.late.push((0, windows::LATE));
+            }
+        }
+        for (index, rolling) in self.rolling.iter_mut().enumerate() {
+            if let Some(group) = groups[index] {
+                let outcome = rolling.store.offer(group, time, stake, win, now);
+                if outcome != ADDED {
+                    self.late.push((index + 1, outcome));
+                }
+            }
+        }
+        if self.late.is_empty() {
+            return DONE;
+        }
+        self.late_key.clear();
+        self.late_key.push_str(key);
+        self.late_time = time;
+        LATE
+    }
+
+    fn move_time(&mut self, time: i64) {
+        if time <= self.stream_time {
+            return;
+        }
+        self.stream_time = time;
+        if let Some(sessions) = &mut self.sessions {
+            if sessions.next_due <= time {
+                sessions.close_due(time);
+            }
+        }
+        for rolling in &mut self.rolling {
+            if rolling.store.next_due <= time {
+                rolling.store.close_due(time);
+            }
+        }
+    }
+}
+
+type SessionState<'py> = (i64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Vec<Option<(Option<String>, Option<String>)>>);
+
+#[pymethods]
+impl Engine {
+    /// `rolling`: (size, advance, grace, event name as JSON, index of its group path or None) each.
+    #[new]
+    #[pyo3(signature = (key, time, stake, win, game_code, channel, events, group_paths, sessions, rolling, track_changes))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game_code: &str, channel: &str, events: Vec<String>,
+           group_paths: Vec<String>, sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool)>,
+           rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>)>, track_changes: bool) -> PyResult<Self> {
+        let fields = Fields {
+            key: path(key),
+            time: time.map(path),
+            stake: path(stake),
+            win: path(win),
+            game: path(game_code),
+            channel: path(channel),
+            events: (!events.is_empty()).then(|| events.into_iter().collect::<HashSet<_>>()),
+            groups: group_paths.iter().map(|p| path(p)).collect(),
+        };
+        let sessions = sessions.map(|(gap, grace, max_duration, max_events, name, stamp_end)| {
+            SessionStore::new(SessionRules { gap, grace, max_duration, max_events }, track_changes, name, stamp_end)
+        });
+        let mut stores = Vec::new();
+        for (size, advance, grace, name, group) in rolling {
+            if size <= 0 || advance <= 0 || size % advance != 0 {
+                return Err(PyValueError::new_err("size must be a positive multiple of advance"));
+            }
+            stores.push(Rolling { store: WindowStore::new(size, advance, grace, track_changes, name), group });
+        }
+        Ok(Engine {
+            fields,
+            sessions,
+            rolling: stores,
+            stream_time: NO_TIME,
+            read: 0,
+            valid: 0,
+            skipped: 0,
+            late: Vec::new(),
+            late_key: String::new(),
+            late_time: 0,
+        })
+    }
+
+    /// Replay lines (with their ends) from `start`, until one needs Python: (its index, FALLBACK
+    /// or LATE), or (len, DONE). Blank lines are passed over.
+    fn feed_lines(&mut self, lines: &Bound<'_, PyList>, start: usize) -> PyResult<(usize, u8)> {
+        let total = lines.len();
+        for index in start..total {
+            let item = lines.get_item(index)?;
+            let line = item.downcast::<PyBytes>()?.as_bytes();
+            let Some(raw) = strip_line(line) else { continue };
+            let outcome = self.feed_raw(raw, None);
+            if outcome != DONE {
+                return Ok((index, outcome));
+            }
+        }
+        Ok((total, DONE))
+    }
+
+    /// One record (a Kafka message value): DONE, FALLBACK or LATE.
+    #[pyo3(signature = (raw, kafka_timestamp=None))]
+    fn feed(&mut self, raw: &[u8], kafka_timestamp: Option<i64>) -> u8 {
+        self.feed_raw(raw, kafka_timestamp)
+    }
+
+    /// A record Python decoded and found valid (or rejected: `valid=False` only counts it as read).
+    #[pyo3(signature = (key, time, stake, win, game_code, channel, groups))]
+    #[allow(clippy::too_many_arguments)]
+    fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game_code: Option<&str>, channel: Option<&str>,
+             groups: Vec<Option<String>>) -> PyResult<u8> {
+        if groups.len() != self.rolling.len() {
+            return Err(PyValueError::new_err("one group per rolling aggregation"));
+        }
+        let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
+        Ok(self.aggregate(key, time, stake, win, game_code, channel, &groups))
+    }
+
+    /// A record Python handled without the engine (not JSON, or skipped): counts only.
+    fn count(&mut self, read: u64, skipped: u64) {
+        self.read += read;
+        self.skipped += skipped;
+    }
+
+    /// (key, event time, stream time, [(aggregation, LATE or PARTIALLY_LATE)]) of the last LATE record.
+    fn late(&self) -> (String, i64, i64, Vec<(usize, u8)>) {
+        (self.late_key.clone(), self.late_time, self.stream_time, self.late.clone())
+    }
+
+    /// (read, valid, skipped by the events filter)
+    fn counts(&self) -> (u64, u64, u64) {
+        (self.read, self.valid, self.skipped)
+    }
+
+    fn advance(&mut self, time: i64) {
+        self.move_time(time);
+    }
+
+    fn end_of_input(&mut self) {
+        if let Some(sessions) = &mut self.sessions {
+            sessions.close_all();
+        }
+        for rolling in &mut self.rolling {
+            rolling.store.close_all();
+        }
+    }
+
+    /// Final records since the last drain: one list of (key, value) per output, sessions first.
+    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
+        let mut outs: Vec<&mut Vec<(Rc<str>, Vec<u8>)>> = Vec::new();
+        if let Some(sessions) = &mut self.sessions {
+            outs.push(&mut sessions.out);
+        }
+        for rolling in &mut self.rolling {
+            outs.push(&mut rolling.store.out);
+        }
+        outs.into_iter()
+            .map(|out| {
+                let records = out.drain(..).map(|(key, value)| (key.to_string(), PyBytes::new(py, &value)));
+                PyList::new(py, records.map(|pair| pair.into_pyobject(py).unwrap()))
+            })
+            .collect()
+    }
+
+    fn has_output(&self) -> bool {
+        self.sessions.as_ref().is_some_and(|s| !s.out.is_empty()) || self.rolling.iter().any(|r| !r.store.out.is_empty())
+    }
+
+    fn has_changes(&self) -> bool {
+        self.sessions.as_ref().is_some_and(|s| !s.changed.is_empty())
+            || self.rolling.iter().any(|r| !r.store.changed.is_empty())
+    }
+
+    fn open_windows(&self) -> usize {
+        self.sessions.as_ref().map_or(0, SessionStore::open_count)
+            + self.rolling.iter().map(|r| r.store.open_count()).sum::<usize>()
+    }
+
+    // -- state ----------------------------------------------------------------------------
+
+    /// (key, state or None) per session key changed since the last call, in key order; a state is
+    /// (closed end, times as little-endian i64, (stake, win) pairs likewise, labels).
+    fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
+        let Some(sessions) = &mut self.sessions else { return Vec::new() };
+        let mut keys: Vec<Rc<str>> = sessions.changed.drain().collect();
+        keys.sort();
+        keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
+    }
+
+    fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
+        let Some(sessions) = &self.sessions else { return Vec::new() };
+        let mut keys: Vec<&Rc<str>> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
+        keys.sort();
+        keys.into_iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
+    }
+
+    /// (start, group, (count, stake, win) or None) per window of rolling `index` changed since the
+    /// last call, in (start, group) order.
+    fn take_window_changes(&mut self, index: usize) -> Vec<(i64, String, Option<(i64, i128, i128)>)> {
+        let store = &mut self.rolling[index].store;
+        let mut changed: Vec<(i64, Rc<str>)> = store.changed.drain().collect();
+        changed.sort();
+        changed
+            .into_iter()
+            .map(|(start, group)| {
+                let totals = store.buckets.get(&start).and_then(|b| b.get(&group)).map(|t| (t.count, t.stake, t.win));
+                (start, group.to_string(), totals)
+            })
+            .collect()
+    }
+
+    fn all_window_states(&self, index: usize) -> Vec<(i64, String, (i64, i128, i128))> {
+        let store = &self.rolling[index].store;
+        let mut all: Vec<(i64, String, (i64, i128, i128))> = store
+            .buckets
+            .iter()
+            .flat_map(|(&start, bucket)| {
+                bucket.iter().map(move |(group, t)| (start, group.to_string(), (t.count, t.stake, t.win)))
+            })
+            .collect();
+        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all
+    }
+
+    #[pyo3(signature = (key, state))]
+    fn restore_session(&mut self, key: &str, state: Option<(i64, Vec<u8>, Vec<u8>, Bound<'_, PyList>)>)
+                       -> PyResult<()> {
+        let Some(sessions) = &mut self.sessions else { return Err(PyValueError::new_err("no sessions store")) };
+        let Some((closed_end, times, amounts, labels)) = state else {
+            sessions.restore(key, None);
+            return Ok(());
+        };
+        let words = |bytes: &[u8]| -> Vec<i64> {
+            bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        let times = words(&times);
+        let amounts: Vec<(i64, i64)> = words(&amounts).chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        let mut shared: Vec<Option<Label>> = Vec::with_capacity(labels.len());
+        for label in labels.iter() {
+            if label.is_none() {
+                shared.push(None);
+            } else {
+                let (game, channel): (Option<String>, Option<String>) = label.extract()?;
+                shared.push(sessions.label(game.as_deref(), channel.as_deref()));
+            }
+        }
+        if times.len() != amounts.len() || times.len() != shared.len() {
+            return Err(PyValueError::new_err(format!("session state of {key:?} is inconsistent")));
+        }
+        sessions.restore(key, Some((closed_end, times, amounts, shared)));
+        Ok(())
+    }
+
+    #[pyo3(signature = (index, start, group, totals))]
+    fn restore_window(&mut self, index: usize, start: i64, group: &str, totals: Option<(i64, i128, i128)>) {
+        let totals = totals.map(|(count, stake, win)| Totals { count, stake, win });
+        self.rolling[index].store.restore(start, group, totals);
+    }
+
+    /// Restored stream time (the largest of what the changelogs say).
+    fn restore_stream_time(&mut self, time: i64) {
+        self.stream_time = self.stream_time.max(time);
+    }
+
+    fn finish_restore(&mut self) {
+        if let Some(sessions) = &mut self.sessions {
+            sessions.reschedule();
+            sessions.changed.clear();
+        }
+        for rolling in &mut self.rolling {
+            rolling.store.reschedule();
+            rolling.store.changed.clear();
+        }
+    }
+}
+
+fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Option<SessionState<'py>> {
+    let empty = || PyBytes::new(py, b"");
+    match sessions.keys.get(key) {
+        None => sessions.closed_ends.get(key).map(|&end| (end, empty(), empty(), Vec::new())),
+        Some(state) => {
+            let times: Vec<u8> = state.times.iter().flat_map(|t| t.to_le_bytes()).collect();
+            let amounts: Vec<u8> =
+                state.amounts.iter().flat_map(|&(s, w)| s.to_le_bytes().into_iter().chain(w.to_le_bytes())).collect();
+            let labels = state
+                .labels
+                .iter()
+                .map(|label| label.as_ref().map(|l| (l.0.as_deref().map(str::to_owned), l.1.as_deref().map(str::to_owned))))
+                .collect();
+            Some((state.closed_end.max(NO_CLOSED_END), PyBytes::new(py, &times), PyBytes::new(py, &amounts), labels))
+        }
+    }
+}
+
+#[pymodule]
+fn sessionizer_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Engine>()?;
+    module.add("DONE", DONE)?;
+    module.add("FALLBACK", FALLBACK)?;
+    module.add("LATE", LATE)?;
+    module.add("PARTIALLY_LATE", windows::PARTIALLY_LATE)?;
+    Ok(())
+}

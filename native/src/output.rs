@@ -1,0 +1,157 @@
+//! Output records as bytes, the same as `sessionizer/core/envelope.py` writes them.
+
+const DAY_MS: i64 = 86_400_000;
+const MICROS: i128 = 1_000_000;
+
+/// A JSON string as orjson writes it: `"` and `\` escaped, control characters as
+/// `\b \t \n \f \r` or `\u00xx` (lowercase), everything else as UTF-8.
+pub fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for &byte in text.as_bytes() {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(byte >> 4) as usize]);
+                out.push(HEX[(byte & 15) as usize]);
+            }
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'"');
+}
+
+fn json_label(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json_string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// An exact amount from micro-units: `0.3`, `12`, `-1.5`, never an exponent.
+pub fn json_amount(out: &mut Vec<u8>, micros: i128) {
+    use std::io::Write;
+    if micros < 0 {
+        out.push(b'-');
+    }
+    let value = micros.unsigned_abs();
+    let (whole, frac) = (value / MICROS as u128, value % MICROS as u128);
+    write!(out, "{whole}").unwrap();
+    if frac != 0 {
+        let mut digits = format!("{frac:06}");
+        while digits.ends_with('0') {
+            digits.pop();
+        }
+        out.push(b'.');
+        out.extend_from_slice(digits.as_bytes());
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, fraction dropped (times here are never negative).
+pub fn json_time(out: &mut Vec<u8>, millis: i64) {
+    use std::io::Write;
+    let (days, in_day) = (millis.div_euclid(DAY_MS), millis.rem_euclid(DAY_MS));
+    let (year, month, day) = civil_from_days(days);
+    let seconds = in_day / 1000;
+    write!(out, "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+        .unwrap();
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    (year, month, day)
+}
+
+/// (year, month, day) -> days since 1970-01-01 (the inverse of `civil_from_days`).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+pub struct SessionFields<'a> {
+    pub key: &'a str,
+    pub start: i64,
+    pub end: i64,
+    pub count: usize,
+    pub stake: i128,
+    pub win: i128,
+    pub game: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub reason: &'static str,
+}
+
+pub fn session_record(event_name: &[u8], stamp_end: bool, s: &SessionFields) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(event_name);
+    out.extend_from_slice(b",\"user_id\":");
+    json_string(&mut out, s.key);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    json_time(&mut out, if stamp_end { s.end } else { s.start });
+    write!(
+        out,
+        "\",\"value\":{{\"session_start_ms\":{},\"session_end_ms\":{},\"duration_ms\":{},\"event_count\":{},\"stake_total\":",
+        s.start,
+        s.end,
+        s.end - s.start,
+        s.count
+    )
+    .unwrap();
+    json_amount(&mut out, s.stake);
+    out.extend_from_slice(b",\"win_total\":");
+    json_amount(&mut out, s.win);
+    out.extend_from_slice(b",\"net_total\":");
+    json_amount(&mut out, s.win - s.stake);
+    out.extend_from_slice(b",\"game_code\":");
+    json_label(&mut out, s.game);
+    out.extend_from_slice(b",\"channel\":");
+    json_label(&mut out, s.channel);
+    out.extend_from_slice(b",\"close_reason\":\"");
+    out.extend_from_slice(s.reason.as_bytes());
+    out.extend_from_slice(b"\"},\"user_attributes\":{}}");
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn window_record(event_name: &[u8], group: &str, start: i64, end: i64, count: i64, stake: i128, win: i128,
+                     start_text: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(event_name);
+    out.extend_from_slice(b",\"user_id\":");
+    json_string(&mut out, group);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(start_text);
+    write!(out, "\",\"value\":{{\"window_start_ms\":{start},\"window_end_ms\":{end},\"event_count\":{count},\"stake_total\":")
+        .unwrap();
+    json_amount(&mut out, stake);
+    out.extend_from_slice(b",\"win_total\":");
+    json_amount(&mut out, win);
+    out.extend_from_slice(b",\"net_total\":");
+    json_amount(&mut out, win - stake);
+    out.extend_from_slice(b"},\"user_attributes\":{}}");
+    out
+}

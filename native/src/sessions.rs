@@ -1,0 +1,487 @@
+//! Capped sessions per key (SPEC section 3): `sessionizer/core/sessions.py`, record for record.
+//!
+//! The same state (a key's open records in sweep order, where its open sessions start,
+//! the end of its latest closed session), the same due-time heaps, the same order of
+//! emission. Comments here say only where Rust differs; the Python file explains why.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::rc::Rc;
+
+use crate::output::{session_record, SessionFields};
+
+pub const NEVER: i64 = 1 << 62;
+pub const NO_CLOSED_END: i64 = -1;
+
+pub const MAX_EVENTS: &str = "max_events";
+pub const INACTIVITY: &str = "inactivity";
+pub const MAX_DURATION: &str = "max_duration";
+pub const END_OF_INPUT: &str = "end_of_input";
+
+pub type Label = Rc<(Option<Box<str>>, Option<Box<str>>)>;
+
+#[derive(Clone)]
+pub struct SessionRules {
+    pub gap: i64,
+    pub grace: i64,
+    pub max_duration: Option<i64>,
+    pub max_events: Option<i64>,
+}
+
+impl SessionRules {
+    fn cut_reason(&self, start: i64, end: i64, count: i64, time: i64) -> Option<&'static str> {
+        if self.max_events.is_some_and(|max| count >= max) {
+            return Some(MAX_EVENTS);
+        }
+        if time - end > self.gap {
+            return Some(INACTIVITY);
+        }
+        if self.max_duration.is_some_and(|max| time - start > max) {
+            return Some(MAX_DURATION);
+        }
+        None
+    }
+
+    fn close_at(&self, end: i64, count: i64) -> i64 {
+        if Some(count) == self.max_events {
+            end + self.grace + 1
+        } else {
+            end + self.gap + self.grace + 1
+        }
+    }
+
+    fn forget_at(&self, closed_end: i64) -> Option<i64> {
+        let mut reach = self.max_duration;
+        if let Some(max_events) = self.max_events {
+            let by_count = (max_events - 1) * self.gap;
+            reach = Some(reach.map_or(by_count, |r| r.min(by_count)));
+        }
+        reach.map(|reach| closed_end + reach + self.gap + self.grace + 1)
+    }
+}
+
+#[derive(Default)]
+pub struct KeySessions {
+    pub times: Vec<i64>,
+    pub amounts: Vec<(i64, i64)>, // (stake, win) micros per record
+    pub labels: Vec<Option<Label>>,
+    pub starts: Vec<usize>,
+    pub closed_end: i64,
+    due: i64,
+}
+
+impl KeySessions {
+    fn sessions(&self) -> Vec<(usize, usize)> {
+        let n = self.starts.len();
+        (0..n).map(|i| (self.starts[i], if i + 1 < n { self.starts[i + 1] } else { self.times.len() })).collect()
+    }
+}
+
+/// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
+pub fn sweep(times: &[i64], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Vec<usize> {
+    let max_events = rules.max_events.unwrap_or(NEVER);
+    let max_duration = rules.max_duration.unwrap_or(NEVER);
+    let gap = rules.gap;
+    let mut starts = vec![begin];
+    let (mut start, mut end) = (times[begin], times[begin]);
+    let mut count: i64 = 1;
+    for index in begin + 1..times.len() {
+        let time = times[index];
+        if count >= max_events || time - end > gap || time - start > max_duration {
+            if index >= shift && known.binary_search(&(index - shift)).is_ok() {
+                starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
+                return starts;
+            }
+            starts.push(index);
+            start = time;
+            count = 0;
+        }
+        end = time;
+        count += 1;
+    }
+    starts
+}
+
+pub struct SessionStore {
+    pub rules: SessionRules,
+    pub keys: HashMap<Rc<str>, KeySessions>,
+    pub closed_ends: HashMap<Rc<str>, i64>,
+    due: BinaryHeap<Reverse<(i64, Rc<str>)>>,
+    forget: BinaryHeap<Reverse<(i64, Rc<str>)>>,
+    pub next_due: i64,
+    labels: HashMap<(Option<Box<str>>, Option<Box<str>>), Label>,
+    pub track_changes: bool,
+    pub changed: HashSet<Rc<str>>,
+    max_events: i64,
+    max_duration: i64,
+    event_name: Vec<u8>,
+    stamp_end: bool,
+    pub out: Vec<(Rc<str>, Vec<u8>)>,
+}
+
+impl SessionStore {
+    pub fn new(rules: SessionRules, track_changes: bool, event_name: Vec<u8>, stamp_end: bool) -> Self {
+        SessionStore {
+            max_events: rules.max_events.unwrap_or(NEVER),
+            max_duration: rules.max_duration.unwrap_or(NEVER),
+            rules,
+            keys: HashMap::new(),
+            closed_ends: HashMap::new(),
+            due: BinaryHeap::new(),
+            forget: BinaryHeap::new(),
+            next_due: NEVER,
+            labels: HashMap::new(),
+            track_changes,
+            changed: HashSet::new(),
+            event_name,
+            stamp_end,
+            out: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, key: &Rc<str>) {
+        if self.track_changes {
+            self.changed.insert(key.clone());
+        }
+    }
+
+    fn key_rc(&self, key: &str) -> Rc<str> {
+        match self.keys.get_key_value(key) {
+            Some((rc, _)) => rc.clone(),
+            None => Rc::from(key),
+        }
+    }
+
+    pub fn label(&mut self, game: Option<&str>, channel: Option<&str>) -> Option<Label> {
+        if game.is_none() && channel.is_none() {
+            return None;
+        }
+        let pair = (game.map(Box::from), channel.map(Box::from));
+        if let Some(shared) = self.labels.get(&pair) {
+            return Some(shared.clone());
+        }
+        if self.labels.len() >= 65536 {
+            self.labels.clear();
+        }
+        let shared: Label = Rc::new(pair.clone());
+        self.labels.insert(pair, shared.clone());
+        Some(shared)
+    }
+
+    /// One record at stream time `now`; false when it is late (nothing changes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
+                 now: i64) -> bool {
+        let (cut, count);
+        match self.keys.get(key) {
+            None => {
+                let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
+                if time <= closed_end || self.rules.close_at(time, 1) <= now {
+                    return false;
+                }
+                cut = true;
+                count = 0;
+            }
+            Some(state) => {
+                if time <= state.closed_end {
+                    return false;
+                }
+                let last = *state.times.last().unwrap();
+                if time < last {
+                    let key = self.key_rc(key);
+                    let label = self.label(game, channel);
+                    if !self.insert_out_of_order(&key, time, stake, win, label, now) {
+                        return false;
+                    }
+                    self.mark(&key);
+                    return true;
+                }
+                let first = *state.starts.last().unwrap();
+                count = (state.times.len() - first) as i64;
+                cut = count >= self.max_events || time - last > self.rules.gap
+                    || time - state.times[first] > self.max_duration;
+            }
+        }
+        let new_count = if cut { 1 } else { count + 1 };
+        let due = if new_count == self.max_events {
+            time + self.rules.grace + 1
+        } else {
+            time + self.rules.gap + self.rules.grace + 1
+        };
+        if due <= now {
+            return false;
+        }
+        let label = self.label(game, channel);
+        let key = match self.keys.get_key_value(key) {
+            Some((rc, _)) => rc.clone(),
+            None => {
+                let rc: Rc<str> = Rc::from(key);
+                let closed_end = self.closed_ends.remove(key).unwrap_or(NO_CLOSED_END);
+                self.keys.insert(rc.clone(), KeySessions { closed_end, ..Default::default() });
+                rc
+            }
+        };
+        let state = self.keys.get_mut(&key).unwrap();
+        if cut {
+            state.starts.push(state.times.len());
+        }
+        state.times.push(time);
+        state.amounts.push((stake, win));
+        state.labels.push(label);
+        if count == 0 || due < state.due {
+            self.schedule(&key, due);
+        }
+        self.mark(&key);
+        true
+    }
+
+    fn insert_out_of_order(&mut self, key: &Rc<str>, time: i64, stake: i64, win: i64, label: Option<Label>,
+                           now: i64) -> bool {
+        let rules = self.rules.clone();
+        let max_events = self.max_events;
+        let state = self.keys.get_mut(key).unwrap();
+        let at = state.times.partition_point(|&t| t <= time);
+        state.times.insert(at, time);
+        state.amounts.insert(at, (stake, win));
+        state.labels.insert(at, label);
+        let old_starts = state.starts.clone();
+        let keep = if at > 0 { old_starts.partition_point(|&s| s <= at - 1) - 1 } else { 0 };
+        let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.times.len() - 1 };
+        if 0 < at && old_starts[keep] < at && at < stop && ((stop - old_starts[keep]) as i64) < max_events {
+            let mut starts = old_starts[..=keep].to_vec();
+            starts.extend(old_starts[keep + 1..].iter().map(|first| first + 1));
+            state.starts = starts;
+        } else {
+            let mut starts = old_starts[..keep].to_vec();
+            starts.extend(sweep(&state.times, &rules, old_starts[keep], &old_starts[keep + 1..], 1));
+            state.starts = starts;
+        }
+        let session = state.starts.partition_point(|&s| s <= at) - 1;
+        let first = state.starts[session];
+        let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.times.len() };
+        if rules.close_at(state.times[stop - 1], (stop - first) as i64) <= now {
+            state.times.remove(at);
+            state.amounts.remove(at);
+            state.labels.remove(at);
+            state.starts = old_starts;
+            return false;
+        }
+        self.settle(key, now);
+        true
+    }
+
+    pub fn close_due(&mut self, now: i64) {
+        while let Some(Reverse((when, _))) = self.due.peek() {
+            if *when > now {
+                break;
+            }
+            let Reverse((when, key)) = self.due.pop().unwrap();
+            match self.keys.get(&key) {
+                Some(state) if state.due == when => self.settle(&key, now),
+                _ => continue,
+            }
+        }
+        while let Some(Reverse((when, _))) = self.forget.peek() {
+            if *when > now {
+                break;
+            }
+            let Reverse((when, key)) = self.forget.pop().unwrap();
+            if let Some(&closed_end) = self.closed_ends.get(&key) {
+                if self.rules.forget_at(closed_end) == Some(when) {
+                    self.closed_ends.remove(&key);
+                    self.mark(&key);
+                }
+            }
+        }
+        self.update_next_due();
+    }
+
+    fn update_next_due(&mut self) {
+        let due = self.due.peek().map_or(NEVER, |Reverse((when, _))| *when);
+        let forget = self.forget.peek().map_or(NEVER, |Reverse((when, _))| *when);
+        self.next_due = due.min(forget);
+    }
+
+    pub fn close_all(&mut self) {
+        let mut keys: Vec<Rc<str>> = self.keys.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let sessions = self.keys[&key].sessions();
+            for (first, stop) in sessions {
+                self.emit_session(&key, first, stop, true);
+            }
+        }
+        self.keys.clear();
+        self.closed_ends.clear();
+        self.due.clear();
+        self.forget.clear();
+        self.next_due = NEVER;
+    }
+
+    fn settle(&mut self, key: &Rc<str>, now: i64) {
+        let rules = self.rules.clone();
+        let state = &self.keys[key];
+        if state.starts.len() == 1 {
+            let count = state.times.len();
+            let due = rules.close_at(*state.times.last().unwrap(), count as i64);
+            if due > now {
+                self.schedule(key, due);
+                return;
+            }
+            self.emit_session(key, 0, count, false);
+            self.mark(key);
+            self.drop_empty(key, now);
+            return;
+        }
+        let closing: Vec<(usize, usize)> = state
+            .sessions()
+            .into_iter()
+            .filter(|&(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64) <= now)
+            .collect();
+        if !closing.is_empty() {
+            self.close_sessions(key, &closing);
+            self.mark(key);
+        }
+        let state = &self.keys[key];
+        if state.times.is_empty() {
+            self.drop_empty(key, now);
+        } else {
+            let due = state
+                .sessions()
+                .into_iter()
+                .map(|(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64))
+                .min()
+                .unwrap();
+            self.schedule(key, due);
+        }
+    }
+
+    fn drop_empty(&mut self, key: &Rc<str>, now: i64) {
+        let state = self.keys.remove(key).unwrap();
+        if state.closed_end == NO_CLOSED_END {
+            return;
+        }
+        let forget_at = self.rules.forget_at(state.closed_end);
+        if forget_at.is_none_or(|at| at > now) {
+            self.closed_ends.insert(key.clone(), state.closed_end);
+            if let Some(at) = forget_at {
+                self.forget.push(Reverse((at, key.clone())));
+                if at < self.next_due {
+                    self.next_due = at;
+                }
+            }
+        }
+    }
+
+    /// Emit the given sessions and drop their records (not at end of input: see close_all).
+    fn close_sessions(&mut self, key: &Rc<str>, closing: &[(usize, usize)]) {
+        for &(first, stop) in closing {
+            self.emit_session(key, first, stop, false);
+        }
+        let state = self.keys.get_mut(key).unwrap();
+        let total = state.times.len();
+        let closed_starts: HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
+        let mut removed = 0;
+        let mut starts = Vec::new();
+        for (index, &first) in state.starts.iter().enumerate() {
+            if closed_starts.contains(&first) {
+                let stop = if index + 1 < state.starts.len() { state.starts[index + 1] } else { total };
+                removed += stop - first;
+            } else {
+                starts.push(first - removed);
+            }
+        }
+        for &(first, stop) in closing.iter().rev() {
+            state.times.drain(first..stop);
+            state.amounts.drain(first..stop);
+            state.labels.drain(first..stop);
+        }
+        state.starts = starts;
+    }
+
+    fn emit_session(&mut self, key: &Rc<str>, first: usize, stop: usize, end_of_input: bool) {
+        let state = self.keys.get_mut(key).unwrap();
+        let count = stop - first;
+        let (start, end) = (state.times[first], state.times[stop - 1]);
+        let reason = if stop < state.times.len() {
+            self.rules.cut_reason(start, end, count as i64, state.times[stop]).expect("the sweep cut here")
+        } else if Some(count as i64) == self.rules.max_events {
+            MAX_EVENTS
+        } else if end_of_input {
+            END_OF_INPUT
+        } else {
+            INACTIVITY
+        };
+        let (mut game, mut channel): (Option<&str>, Option<&str>) = (None, None);
+        for label in state.labels[first..stop].iter().rev().flatten() {
+            if game.is_none() {
+                game = label.0.as_deref();
+            }
+            if channel.is_none() {
+                channel = label.1.as_deref();
+            }
+            if game.is_some() && channel.is_some() {
+                break;
+            }
+        }
+        let (mut stake, mut win) = (0i128, 0i128);
+        for &(s, w) in &state.amounts[first..stop] {
+            stake += s as i128;
+            win += w as i128;
+        }
+        let record = session_record(&self.event_name, self.stamp_end, &SessionFields {
+            key, start, end, count, stake, win, game, channel, reason,
+        });
+        self.out.push((key.clone(), record));
+        if end > state.closed_end {
+            state.closed_end = end;
+        }
+    }
+
+    fn schedule(&mut self, key: &Rc<str>, due: i64) {
+        self.keys.get_mut(key).unwrap().due = due;
+        self.due.push(Reverse((due, key.clone())));
+        if due < self.next_due {
+            self.next_due = due;
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.keys.values().map(|state| state.starts.len()).sum()
+    }
+
+    /// Load one key's state (None: gone); `reschedule` after the last one.
+    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<i64>, Vec<(i64, i64)>, Vec<Option<Label>>)>) {
+        self.keys.remove(key);
+        self.closed_ends.remove(key);
+        let Some((closed_end, times, amounts, labels)) = state else { return };
+        let key: Rc<str> = Rc::from(key);
+        if times.is_empty() {
+            self.closed_ends.insert(key, closed_end);
+            return;
+        }
+        let starts = if times.len() == 1 { vec![0] } else { sweep(&times, &self.rules, 0, &[], 0) };
+        self.keys.insert(key, KeySessions { times, amounts, labels, starts, closed_end, due: 0 });
+    }
+
+    pub fn reschedule(&mut self) {
+        let rules = self.rules.clone();
+        let mut due = Vec::with_capacity(self.keys.len());
+        for (key, state) in self.keys.iter_mut() {
+            state.due = state
+                .sessions()
+                .into_iter()
+                .map(|(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64))
+                .min()
+                .unwrap();
+            due.push(Reverse((state.due, key.clone())));
+        }
+        self.due = BinaryHeap::from(due);
+        self.forget = self
+            .closed_ends
+            .iter()
+            .filter_map(|(key, &end)| rules.forget_at(end).map(|when| Reverse((when, key.clone()))))
+            .collect();
+        self.update_next_due();
+    }
+}

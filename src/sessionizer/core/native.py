@@ -1,0 +1,266 @@
+"""The compiled core: the same `Partition` interface, per-record work in Rust (`native/`).
+
+`sessionizer_native.Engine` owns stream time, the stores and the final records, and
+accepts the records it is sure of. Everything about a record that is wrong stays
+here in Python, with the Python core's own decoder and dead-letter wording: the
+engine hands such a record back, untouched, and this class decides it. The state's
+wire format (changelogs, snapshots) is the Python core's too, so either core can
+restore what the other wrote.
+
+`new_partition` picks the core: the compiled one when it is installed, unless
+`SESSIONIZER_CORE=python` asks for the pure-Python one (the reference it is tested
+against).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import orjson
+
+from . import envelope
+from .events import EventDecoder, Invalid, describe, usable_key
+from .partition import (STREAM_TIME_KEY, Output, Partition, PartitionStats, _decode_time, _encode_time,
+                        _late_detail)
+from .sessions import _STATE, _STATE_DECODER
+from .spec import JobSpec
+from .windows import _TOTALS, _TOTALS_DECODER
+
+try:
+    import sessionizer_native
+except ImportError:  # not built: the pure-Python core does the same job, slower
+    sessionizer_native = None
+
+CORE_ENV = "SESSIONIZER_CORE"
+
+
+def native_available() -> bool:
+    return sessionizer_native is not None
+
+
+def new_partition(spec: JobSpec, track_changes: bool = False,
+                  describe_source: Callable[[Any], Any] | None = None) -> Any:
+    """A `Partition` of the core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built)."""
+    wanted = os.environ.get(CORE_ENV, "").strip().lower()
+    if wanted not in ("", "native", "python"):
+        raise ValueError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
+    if wanted == "python" or (wanted == "" and sessionizer_native is None):
+        return Partition(spec, track_changes, describe_source)
+    if sessionizer_native is None:
+        raise RuntimeError(f"{CORE_ENV}=native, but sessionizer_native is not installed (make venv builds it)")
+    return NativePartition(spec, track_changes, describe_source)
+
+
+class NativePartition:
+    """`Partition`, with the per-record work compiled. See `Partition` for what each method does."""
+
+    def __init__(self, spec: JobSpec, track_changes: bool = False,
+                 describe_source: Callable[[Any], Any] | None = None) -> None:
+        native = sessionizer_native
+        assert native is not None
+        self.spec = spec
+        self.track_changes = track_changes
+        self._describe_source = describe_source
+        self._stats = PartitionStats()
+        self._saved_stream_time = -1
+        self._dead_letters: list[tuple[str | None, bytes]] = []
+        f = spec.fields
+        group_paths = tuple(dict.fromkeys(
+            r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != f.key))
+        self._decode = EventDecoder(f, group_paths).decode
+        # Per rolling aggregation: its name, where its group is in an Event's groups (None: the key), its path.
+        self._rolling = [(r.topic, group_paths.index(r.group_by) if r.group_by in group_paths else None, r.group_by)
+                         for r in spec.rolling]
+        s = spec.sessions
+        sessions = None if s is None else (s.rules.gap, s.rules.grace, s.rules.max_duration, s.rules.max_events,
+                                           orjson.dumps(s.event_name), s.stamp_end)
+        self._engine = native.Engine(
+            f.key, None if f.time == "@timestamp" else f.time, f.stake, f.win, f.game_code, f.channel,
+            sorted(f.events), list(group_paths), sessions,
+            [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index)
+             for r, (_, index, _) in zip(spec.rolling, self._rolling)],
+            track_changes)
+        self._store_names = (["sessions"] if s is not None else []) + [r.topic for r in spec.rolling]
+        self._late, self._fallback, self._partially_late = native.LATE, native.FALLBACK, native.PARTIALLY_LATE
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def feed(self, raw: bytes | None, source: Any, kafka_timestamp: int | None = None) -> None:
+        if raw is None:
+            self._engine.count(1, 0)
+            self._decide(None, source, kafka_timestamp)
+            return
+        outcome = self._engine.feed(raw, kafka_timestamp)
+        if outcome:
+            self._follow_up(outcome, raw, source, kafka_timestamp)
+
+    def feed_lines(self, lines: list[bytes], label: str, first_line: int) -> None:
+        engine, index = self._engine, 0
+        while True:
+            index, outcome = engine.feed_lines(lines, index)
+            if not outcome:
+                return
+            line = lines[index]
+            raw = line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
+            self._follow_up(outcome, raw, (label, first_line + index), None)
+            index += 1
+
+    def advance(self, time: int) -> None:
+        self._engine.advance(time)
+
+    def end_of_input(self) -> None:
+        self._engine.end_of_input()
+
+    def drain_by_topic(self) -> dict[str, list[tuple[str | None, bytes]]]:
+        drained: dict[str, list[tuple[str | None, bytes]]] = {}
+        for topic, records in zip(self._store_topics(), self._engine.drain()):
+            if records:
+                drained[topic] = records
+                self._stats.out[topic] += len(records)
+        if self._dead_letters:
+            drained[self.spec.dead_letter_topic] = self._dead_letters
+            self._stats.out[self.spec.dead_letter_topic] += len(self._dead_letters)
+            self._dead_letters = []
+        return drained
+
+    def drain(self) -> list[Output]:
+        return [Output(topic, key, value) for topic, records in self.drain_by_topic().items()
+                for key, value in records]
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._dead_letters) or self._engine.has_output() or self._engine.has_changes()
+
+    @property
+    def stream_time(self) -> int:
+        return self._engine.stream_time
+
+    @property
+    def stats(self) -> PartitionStats:
+        self._stats.read, self._stats.valid, self._stats.skipped = self._engine.counts()
+        return self._stats
+
+    @property
+    def open_windows(self) -> int:
+        return self._engine.open_windows()
+
+    @property
+    def store_names(self) -> list[str]:
+        return list(self._store_names)
+
+    # -- state: the Python core's formats ---------------------------------------------------
+
+    def take_changes(self) -> dict[str, list[tuple[str, bytes | None]]]:
+        changes: dict[str, list[tuple[str, bytes | None]]] = {}
+        engine = self._engine
+        if self.spec.sessions is not None:
+            changes["sessions"] = [(key, None if state is None else _STATE.encode(state))
+                                   for key, state in engine.take_session_changes()]
+        for index, (name, _, _) in enumerate(self._rolling):
+            changes[name] = [(f"{start}:{group}", None if totals is None else _TOTALS.encode(totals))
+                             for start, group, totals in engine.take_window_changes(index)]
+        if self.stream_time != self._saved_stream_time:
+            self._saved_stream_time = self.stream_time
+            for records in changes.values():
+                records.append((STREAM_TIME_KEY, _encode_time(self.stream_time)))
+        return changes
+
+    def snapshot(self) -> dict[str, list[tuple[str, bytes | None]]]:
+        time_record = (STREAM_TIME_KEY, _encode_time(self.stream_time))
+        snapshot: dict[str, list[tuple[str, bytes | None]]] = {}
+        if self.spec.sessions is not None:
+            snapshot["sessions"] = [time_record, *((key, None if state is None else _STATE.encode(state))
+                                                   for key, state in self._engine.all_session_states())]
+        for index, (name, _, _) in enumerate(self._rolling):
+            snapshot[name] = [time_record, *((f"{start}:{group}", _TOTALS.encode(totals))
+                                             for start, group, totals in self._engine.all_window_states(index))]
+        return snapshot
+
+    def restore(self, store_name: str, records: Any) -> None:
+        engine = self._engine
+        window = None if store_name == "sessions" else self._store_names.index(store_name) - (
+            1 if self.spec.sessions is not None else 0)
+        for key, value in records:
+            if key == STREAM_TIME_KEY:
+                if value is not None:
+                    engine.restore_stream_time(_decode_time(value))
+            elif window is None:
+                engine.restore_session(key, None if value is None else _STATE_DECODER.decode(value))
+            else:
+                start_text, _, group = key.partition(":")
+                engine.restore_window(window, int(start_text), group,
+                                      None if value is None else _TOTALS_DECODER.decode(value))
+
+    def finish_restore(self) -> None:
+        self._engine.finish_restore()
+        self._saved_stream_time = self.stream_time
+
+    # -- what the engine hands back ----------------------------------------------------------
+
+    def _store_topics(self) -> list[str]:
+        s = self.spec.sessions
+        return ([s.topic] if s is not None else []) + [r.topic for r in self.spec.rolling]
+
+    def _follow_up(self, outcome: int, raw: bytes, source: Any, kafka_timestamp: int | None) -> None:
+        if outcome == self._fallback:
+            self._decide(raw, source, kafka_timestamp)
+        else:
+            key, time, now, late = self._engine.late()
+            self._late_letters(dict(late), [], raw, source, key, time, now)
+
+    def _decide(self, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
+        """A record the engine did not take (already counted as read): the Python decoder's verdict."""
+        if raw is None:
+            event: Any = Invalid("invalid_json", "not JSON: the message has no value (null)")
+        else:
+            event = self._decode(raw, kafka_timestamp)
+        if type(event) is not tuple:
+            if event is None:
+                self._engine.count(0, 1)
+            else:
+                self._dead_letter(event.error, event.detail, None, raw, source, None)
+            return
+        key, time, stake, win, game, channel, groups = event
+        resolved: list[str | None] = []
+        missing: list[tuple[int, Any]] = []  # (rolling index, the unusable group value)
+        for index, (_, group_index, _) in enumerate(self._rolling):
+            if group_index is None:
+                resolved.append(key)
+            else:
+                found = usable_key(groups[group_index])
+                resolved.append(found)
+                if found is None:
+                    missing.append((index, groups[group_index]))
+        outcome = self._engine.offer(key, time, stake, win, game, channel, resolved)
+        late = dict(self._engine.late()[3]) if outcome == self._late else {}
+        self._late_letters(late, missing, raw, source, key, time, self.stream_time)
+
+    def _late_letters(self, late: dict[int, int], missing: list[tuple[int, Any]], raw: bytes | None, source: Any,
+                      key: str, time: int, now: int) -> None:
+        """Dead letters in the Python core's order: sessions, then each rolling aggregation."""
+        if 0 in late:
+            self._dead_letter("late", _late_detail(time, now, "sessions", "its session is already closed"),
+                              "sessions", raw, source, key)
+        missing_at = dict(missing)
+        for index, (name, _, path) in enumerate(self._rolling):
+            if index in missing_at:
+                detail = f"{path}: {describe(missing_at[index])} is not a group (a non-empty string or an integer)"
+                self._dead_letter("missing_group", detail, name, raw, source, key)
+            elif index + 1 in late:
+                if late[index + 1] == self._partially_late:
+                    why, error = "some of its windows are closed; it counts in the others", "partially_late"
+                else:
+                    why, error = "all its windows are closed", "late"
+                self._dead_letter(error, _late_detail(time, now, name, why), name, raw, source, key)
+
+    def _dead_letter(self, error: str, detail: str, aggregation: str | None, raw: bytes | None,
+                     source: Any, key: str | None) -> None:
+        if self._describe_source is not None:
+            source = self._describe_source(source)
+        self._dead_letters.append((key, envelope.dead_letter(error, detail, aggregation, raw, source)))
+        self._stats.dead_letters[error] += 1
+
+
+
+CorePartition = Partition | NativePartition  # what new_partition returns

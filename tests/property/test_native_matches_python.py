@@ -1,0 +1,147 @@
+"""The compiled core against the pure-Python one, on input built to find where they could differ.
+
+Both get the same lines, valid or not (odd numbers and times, unicode and escapes,
+wrong types, not JSON at all) and must write the same bytes: the same final records
+and dead letters in the same order, the same counts, and the same changelog records,
+so that either core restores what the other wrote.
+"""
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sessionizer.core.events import InputFields
+from sessionizer.core.native import NativePartition
+from sessionizer.core.partition import Partition
+from sessionizer.core.sessions import SessionRules
+from sessionizer.core.spec import JobSpec, RollingOutput, SessionOutput
+from sessionizer.core.windows import WindowRules
+
+
+@pytest.fixture(autouse=True, scope="module")
+def each_core():
+    """(This module compares both cores itself.)"""
+
+
+texts = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(["p1", "p2", "é", "a\"b", "x\\y", ""])
+times = st.one_of(
+    st.integers(-5, 400_000), st.sampled_from([253402300799999, 253402300800000, 10**20]),
+    st.sampled_from(["1970-01-01 00:00:01", "1970-01-01 00:00:01.5", "1970-01-01T00:00:02.123456Z",
+                     "1970-01-01T01:00:03+01:00", "1970-01-01T00:00:03-00:30", "1970-01-01 00:00:04Z",
+                     "1970-01-01T00:00:04", "1970-02-30 00:00:00", "1970-01-01 24:00:00", "1969-12-31 23:59:59",
+                     "1970-01-01 00:00:05.", "1970-01-01 00:00:05.1234567", "0000-01-01 00:00:00", "nope"]),
+    st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none())
+numbers = st.sampled_from(["0", "-0", "1", "12", "0.1", "0.20", "1.5000000", "0.0000001", "-1", "-0.0", "1e2",
+                           "1E-6", "1000000000000", "1000000000001", "1000000000000.000001", "99999999999999999999",
+                           "123456789012345678901234567890", "0.000001", "3.141592"])
+amounts = st.one_of(numbers.map(orjson.Fragment), numbers, st.none(), st.booleans(), st.just([]), st.just({}))
+labels = st.one_of(st.none(), texts, st.integers(), st.just({"a": 1}))
+keys = st.one_of(texts, st.integers(-10**20, 10**20), st.none(), st.booleans(), st.floats(allow_nan=False))
+
+
+good_keys = st.sampled_from(["p1", "p2", "é", "a\"b", "x\\y", 12, -3, 0])
+good_times = st.integers(0, 400_000) | st.sampled_from(
+    ["1970-01-01 00:00:01", "1970-01-01 00:00:01.5", "1970-01-01T00:00:02.123456Z", "1970-01-01T01:00:03+01:00"])
+good_amounts = st.none() | st.sampled_from(["0", "1", "12", "0.1", "0.20", "0.000001", "3.141592"]).map(orjson.Fragment)
+
+
+@st.composite
+def records(draw):
+    """Mostly valid records (so the compiled path does the work), some wrong in one way or another."""
+    if draw(st.integers(0, 2)):
+        good = {"user_id": draw(good_keys), "timestamp": draw(good_times), "event": draw(st.sampled_from(["spin", "bet"])),
+                "value": {"stake": draw(good_amounts), "win": draw(good_amounts), "game_code": draw(st.none() | texts),
+                          "channel": draw(st.none() | texts)}}
+        return orjson.dumps(good)
+    body: dict = {}
+    for name, values in (("user_id", keys), ("timestamp", times), ("event", st.sampled_from(["spin", "bet", 7]))):
+        if draw(st.booleans()) or name == "timestamp":
+            body[name] = draw(values)
+    value = {name: draw(values) for name, values in
+             (("stake", amounts), ("win", amounts), ("game_code", labels), ("channel", labels))
+             if draw(st.integers(0, 4))}
+    body["value"] = value if draw(st.integers(0, 5)) else draw(st.sampled_from([None, "x", [1]]))
+    if draw(st.booleans()):
+        body["other"] = draw(st.sampled_from([orjson.Fragment("1e400"), "\u2028", [{"deep": [1]}]]))
+    try:
+        raw = orjson.dumps(body)
+    except TypeError:
+        raw = json.dumps(body, default=str).encode()
+    return draw(st.sampled_from([raw, raw, raw, raw, raw + b"  ", b"{" + raw, raw.replace(b'"', b"'", 1)]))
+
+
+junk = st.sampled_from([b"", b"[]", b"7", b"\"s\"", b"null", b"{\"user_id\": \"a\", \"timestamp\": NaN}",
+                        b"\xff\xfe{}", b"{\"user_id\":\"a\",\"user_id\":\"b\",\"timestamp\":5}", b"[" * 2000])
+lines = st.lists(st.one_of(records(), junk), max_size=40)
+
+jobs = st.builds(
+    lambda events, sessions, rolling, by_game: JobSpec(
+        fields=InputFields(events=frozenset(events)),
+        sessions=SessionOutput("s", sessions) if sessions else None,
+        rolling=tuple(RollingOutput(f"r{i}", rules, group_by="value.game_code" if by_game and i == 0 else None)
+                      for i, rules in enumerate(rolling)) or (RollingOutput("r0", WindowRules(1000, 1000)),)),
+    st.sampled_from([(), ("spin",)]),
+    st.none() | st.builds(SessionRules, gap=st.integers(0, 3000), grace=st.integers(0, 2000),
+                          max_duration=st.none() | st.integers(0, 5000), max_events=st.none() | st.integers(1, 4)),
+    st.lists(st.builds(lambda advance, n, grace: WindowRules(advance * n, advance, grace),
+                       st.sampled_from([500, 1000]), st.integers(1, 3), st.integers(0, 2000)), max_size=2),
+    st.booleans(),
+)
+
+
+def run(core, job, feed_lines, track_changes):
+    part = core(job, track_changes=track_changes, describe_source=lambda s: {"line": s})
+    out, changes = [], []
+    for n, raw in enumerate(feed_lines):
+        part.feed(raw, n)
+        out.append(part.drain_by_topic())
+        if track_changes:
+            changes.append(part.take_changes())
+    part.end_of_input()
+    out.append(part.drain_by_topic())
+    stats = part.stats
+    return out, changes, (stats.read, stats.valid, stats.skipped, dict(stats.dead_letters), dict(stats.out))
+
+
+@given(jobs, lines, st.booleans())
+def test_both_cores_write_the_same_bytes(job, feed_lines, track_changes):
+    assert run(NativePartition, job, feed_lines, track_changes) == run(Partition, job, feed_lines, track_changes)
+
+
+@given(jobs, lines)
+def test_replay_lines_go_through_both_cores_alike(job, feed_lines):
+    """feed_lines: line ends, blank lines and line numbers as replay reads a file."""
+    text = [raw + end for raw, end in zip(feed_lines, [b"\n", b"\r\n", b"\n\n", b"", b" \n"] * 10)]
+    results = []
+    for core in (NativePartition, Partition):
+        part = core(job, describe_source=lambda s: {"file": s[0], "line": s[1]})
+        part.feed_lines(text, "in.jsonl", 3)
+        part.end_of_input()
+        results.append((part.drain(), part.stats.read, part.stats.valid))
+    assert results[0] == results[1]
+
+
+@given(jobs, lines, st.integers(0, 40))
+def test_each_core_restores_what_the_other_wrote(job, feed_lines, cut):
+    expected = run(Partition, job, feed_lines, False)[0]
+    for writer, reader in ((Partition, NativePartition), (NativePartition, Partition)):
+        part = writer(job, describe_source=lambda s: {"line": s})
+        out = []
+        for n, raw in enumerate(feed_lines):
+            if n == cut:
+                snapshot = part.snapshot()
+                part = reader(job, describe_source=lambda s: {"line": s})
+                for store, records_ in snapshot.items():
+                    part.restore(store, records_)
+                part.finish_restore()
+                assert part.snapshot() == snapshot
+            part.feed(raw, n)
+            out.append(part.drain())
+        part.end_of_input()
+        out.append(part.drain())
+        flat = [o for batch in out for o in batch]
+        assert flat == [o for batch in expected for topic, recs in batch.items() for o in
+                        [(topic, k, v) for k, v in recs]]
