@@ -8,8 +8,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
-
 use crate::output::days_from_civil;
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
@@ -17,15 +15,97 @@ const MICROS: i64 = 1_000_000;
 const MAX_AMOUNT: i64 = 1_000_000_000_000;
 const MAX_MICROS: i64 = MAX_AMOUNT * MICROS;
 
+/// Where each needed field lives: a trie of path segments, each leaf filling some slots.
+#[derive(Default)]
+struct PathNode {
+    children: Vec<(Box<str>, PathNode)>,
+    slots: Vec<usize>,
+}
+
+impl PathNode {
+    fn insert(&mut self, path: &[String], slot: usize) {
+        match path.split_first() {
+            None => self.slots.push(slot),
+            Some((first, rest)) => {
+                let index = match self.children.iter().position(|(name, _)| **name == **first) {
+                    Some(index) => index,
+                    None => {
+                        self.children.push((first.as_str().into(), PathNode::default()));
+                        self.children.len() - 1
+                    }
+                };
+                self.children[index].1.insert(rest, slot);
+            }
+        }
+    }
+
+    fn clear(&self, values: &mut [Token]) {
+        for &slot in &self.slots {
+            values[slot] = Token::Absent;
+        }
+        for (_, child) in &self.children {
+            child.clear(values);
+        }
+    }
+}
+
 pub struct Fields {
-    pub key: Vec<String>,
-    pub time: Option<Vec<String>>, // None: the Kafka record timestamp
-    pub stake: Vec<String>,
-    pub win: Vec<String>,
-    pub game: Vec<String>,
-    pub channel: Vec<String>,
-    pub events: Option<HashSet<String>>,
-    pub groups: Vec<Vec<String>>, // extra group_by paths, in order
+    tree: PathNode,
+    slot_count: usize,
+    time_from_kafka: bool,
+    events: Option<HashSet<String>>,
+    group_count: usize,
+}
+
+// Slots of the fields in `Token` arrays.
+const KEY: usize = 0;
+const TIME: usize = 1;
+const STAKE: usize = 2;
+const WIN: usize = 3;
+const GAME: usize = 4;
+const CHANNEL: usize = 5;
+const EVENT: usize = 6;
+const GROUPS: usize = 7;
+
+impl Fields {
+    /// Dot paths; `time` None is the Kafka record timestamp; `groups` are the extra group_by paths.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game: &str, channel: &str,
+               events: Vec<String>, groups: &[String]) -> Self {
+        let path = |text: &str| text.split('.').map(str::to_owned).collect::<Vec<_>>();
+        let mut tree = PathNode::default();
+        for (slot, field) in [(KEY, Some(key)), (TIME, time), (STAKE, Some(stake)), (WIN, Some(win)),
+                              (GAME, Some(game)), (CHANNEL, Some(channel))] {
+            if let Some(field) = field {
+                tree.insert(&path(field), slot);
+            }
+        }
+        if !events.is_empty() {
+            tree.insert(&["event".to_owned()], EVENT); // the top-level `event`, whatever its name holds
+        }
+        for (index, group) in groups.iter().enumerate() {
+            tree.insert(&path(group), GROUPS + index);
+        }
+        Fields {
+            tree,
+            slot_count: GROUPS + groups.len(),
+            time_from_kafka: time.is_none(),
+            events: (!events.is_empty()).then(|| events.into_iter().collect()),
+            group_count: groups.len(),
+        }
+    }
+}
+
+/// A JSON value as far as a field needs it.
+#[derive(Clone, Debug, PartialEq)]
+enum Token<'a> {
+    Absent,
+    Null,
+    Bool,
+    Number(&'a str), // its exact text
+    Str(Cow<'a, str>),
+    Object,
+    Array,
 }
 
 pub struct Event<'a> {
@@ -33,8 +113,8 @@ pub struct Event<'a> {
     pub time: i64,
     pub stake: i64,
     pub win: i64,
-    pub game: Option<&'a str>,
-    pub channel: Option<&'a str>,
+    pub game: Option<Cow<'a, str>>,
+    pub channel: Option<Cow<'a, str>>,
     pub groups: Vec<Cow<'a, str>>,
 }
 
@@ -44,41 +124,251 @@ pub enum Decoded<'a> {
     Fallback, // let the Python decoder decide (and name the error)
 }
 
-/// The value at a dot path; None when absent or when the path runs through a non-object.
-fn at<'a>(body: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    let mut value = body.get(&path[0])?;
-    for part in &path[1..] {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
+/// A strict (RFC 8259) JSON reader that keeps only the values at the configured paths.
+/// Anything it does not like (including what is valid but unusual: nesting deeper than
+/// MAX_DEPTH, integers of more than 18 digits, lone surrogates) is an Err: Python decides.
+struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
 }
 
-/// A JSON integer's value when it is plainly one (no fraction, no exponent) and small.
-fn small_integer(value: &Value) -> Option<i64> {
-    let Value::Number(number) = value else { return None };
-    let text = number.as_str();
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+const MAX_DEPTH: usize = 128;
+
+impl<'a> Reader<'a> {
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), ()> {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), ()> {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// One value; `node` is the path-trie node it sits at (None: not needed, only checked).
+    fn value(&mut self, node: Option<&PathNode>, values: &mut [Token<'a>], depth: usize) -> Result<Token<'a>, ()> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        match self.peek().ok_or(())? {
+            b'{' => {
+                self.at += 1;
+                self.space();
+                if self.peek() == Some(b'}') {
+                    self.at += 1;
+                    return Ok(Token::Object);
+                }
+                loop {
+                    self.space();
+                    let name = self.string()?;
+                    self.space();
+                    self.expect(b':')?;
+                    self.space();
+                    let child = node.and_then(|n| n.children.iter().find(|(part, _)| **part == *name)).map(|(_, c)| c);
+                    if let Some(child) = child {
+                        child.clear(values); // a repeated name: the last one wins, as in Python
+                    }
+                    let token = self.value(child.filter(|c| !c.children.is_empty()), values, depth + 1)?;
+                    if let Some(child) = child {
+                        for &slot in &child.slots {
+                            values[slot] = token.clone();
+                        }
+                    }
+                    self.space();
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b'}') => {
+                            self.at += 1;
+                            return Ok(Token::Object);
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b'[' => {
+                self.at += 1;
+                self.space();
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                    return Ok(Token::Array);
+                }
+                loop {
+                    self.space();
+                    self.value(None, values, depth + 1)?;
+                    self.space();
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.at += 1;
+                            return Ok(Token::Array);
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b'"' => Ok(Token::Str(self.string()?)),
+            b't' => self.literal(b"true").map(|_| Token::Bool),
+            b'f' => self.literal(b"false").map(|_| Token::Bool),
+            b'n' => self.literal(b"null").map(|_| Token::Null),
+            _ => self.number().map(Token::Number),
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Result<&'a str, ()> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let whole = self.digits();
+        if whole == 0 || (whole > 1 && self.bytes[self.at - whole] == b'0') {
+            return Err(());
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return Err(());
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return Err(());
+            }
+        }
+        if integer && whole > 18 {
+            return Err(()); // big integers: Python's decoder has its own limits
+        }
+        Ok(&self.text[start..self.at])
+    }
+
+    fn hex4(&mut self) -> Result<u32, ()> {
+        let digits = self.bytes.get(self.at..self.at + 4).ok_or(())?;
+        let mut value = 0;
+        for &digit in digits {
+            value = value * 16 + (digit as char).to_digit(16).ok_or(())?;
+        }
+        self.at += 4;
+        Ok(value)
+    }
+
+    fn string(&mut self) -> Result<Cow<'a, str>, ()> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.peek().ok_or(())? {
+                b'"' => {
+                    self.at += 1;
+                    return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
+                }
+                b'\\' => break,
+                0..=0x1f => return Err(()),
+                _ => self.at += 1,
+            }
+        }
+        let mut text = String::from(&self.text[start..self.at]);
+        loop {
+            match self.peek().ok_or(())? {
+                b'"' => {
+                    self.at += 1;
+                    return Ok(Cow::Owned(text));
+                }
+                b'\\' => {
+                    self.at += 1;
+                    let escape = self.peek().ok_or(())?;
+                    self.at += 1;
+                    match escape {
+                        b'"' => text.push('"'),
+                        b'\\' => text.push('\\'),
+                        b'/' => text.push('/'),
+                        b'b' => text.push('\u{8}'),
+                        b'f' => text.push('\u{c}'),
+                        b'n' => text.push('\n'),
+                        b'r' => text.push('\r'),
+                        b't' => text.push('\t'),
+                        b'u' => {
+                            let mut code = self.hex4()?;
+                            if (0xD800..0xDC00).contains(&code) {
+                                self.literal(b"\\u")?;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err(());
+                                }
+                                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                            }
+                            text.push(char::from_u32(code).ok_or(())?); // a lone low surrogate fails here
+                        }
+                        _ => return Err(()),
+                    }
+                }
+                0..=0x1f => return Err(()),
+                _ => {
+                    // Copy a run of plain characters (the text is valid UTF-8, checked up front).
+                    let run = self.at;
+                    while self.peek().is_some_and(|b| b != b'"' && b != b'\\' && b >= 0x20) {
+                        self.at += 1;
+                    }
+                    text.push_str(&self.text[run..self.at]);
+                }
+            }
+        }
+    }
+}
+
+/// A JSON integer's value when it is plainly one (no fraction, no exponent).
+fn small_integer(text: &str) -> Option<i64> {
+    if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         return None;
     }
     text.parse().ok()
 }
 
-fn key_text(value: &Value) -> Option<Cow<'_, str>> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(Cow::Borrowed(text)),
-        Value::Number(_) => small_integer(value).map(|n| Cow::Owned(n.to_string())),
+fn key_text<'a>(token: &Token<'a>) -> Option<Cow<'a, str>> {
+    match token {
+        Token::Str(text) if !text.is_empty() => Some(text.clone()),
+        Token::Number(text) => small_integer(text).map(|n| Cow::Owned(n.to_string())),
         _ => None,
     }
 }
 
-fn amount(value: Option<&Value>) -> Option<i64> {
-    let value = match value {
-        None | Some(Value::Null) => return Some(0),
-        Some(value) => value,
+fn amount(token: &Token) -> Option<i64> {
+    let text = match token {
+        Token::Absent | Token::Null => return Some(0),
+        Token::Number(text) => *text,
+        _ => return None,
     };
-    let Value::Number(number) = value else { return None };
-    let text = number.as_str();
     let (whole, frac) = match text.split_once('.') {
         Some((whole, frac)) => (whole, frac),
         None => (text, ""),
@@ -87,9 +377,7 @@ fn amount(value: Option<&Value>) -> Option<i64> {
         return Some(0); // an integer -0 is 0
     }
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 13 || !digits_only(whole) || frac.len() > 6 || !digits_only(frac)
-        || (text.contains('.') && frac.is_empty())
-    {
+    if whole.is_empty() || whole.len() > 13 || !digits_only(whole) || frac.len() > 6 || !digits_only(frac) {
         return None;
     }
     let mut micros: i64 = whole.parse::<i64>().ok()? * MICROS;
@@ -99,10 +387,10 @@ fn amount(value: Option<&Value>) -> Option<i64> {
     (micros <= MAX_MICROS).then_some(micros)
 }
 
-fn label(value: Option<&Value>) -> Result<Option<&str>, ()> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
+fn label<'a>(token: &Token<'a>) -> Result<Option<Cow<'a, str>>, ()> {
+    match token {
+        Token::Absent | Token::Null => Ok(None),
+        Token::Str(text) => Ok(Some(text.clone())),
         _ => Err(()),
     }
 }
@@ -166,37 +454,51 @@ pub fn parse_text_time(text: &str) -> Option<i64> {
     (0..=MAX_TIME_MS).contains(&millis).then_some(millis)
 }
 
-fn event_time(value: Option<&Value>) -> Option<i64> {
-    match value? {
-        Value::String(text) => parse_text_time(text),
-        number @ Value::Number(_) => small_integer(number).filter(|t| (0..=MAX_TIME_MS).contains(t)),
+fn event_time(token: &Token) -> Option<i64> {
+    match token {
+        Token::Str(text) => parse_text_time(text),
+        Token::Number(text) => small_integer(text).filter(|t| (0..=MAX_TIME_MS).contains(t)),
         _ => None,
     }
 }
 
-pub fn decode<'a>(fields: &Fields, body: &'a Value, kafka_timestamp: Option<i64>) -> Decoded<'a> {
-    let Value::Object(body) = body else { return Decoded::Fallback };
+pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) -> Decoded<'a> {
+    let Ok(text) = std::str::from_utf8(raw) else { return Decoded::Fallback };
+    let mut values = vec![Token::Absent; fields.slot_count];
+    let mut reader = Reader { text, bytes: raw, at: 0 };
+    reader.space();
+    if reader.peek() != Some(b'{') {
+        return Decoded::Fallback;
+    }
+    if reader.value(Some(&fields.tree), &mut values, 1).is_err() {
+        return Decoded::Fallback;
+    }
+    reader.space();
+    if reader.at != raw.len() {
+        return Decoded::Fallback;
+    }
     if let Some(events) = &fields.events {
-        match body.get("event") {
-            Some(Value::String(name)) if events.contains(name.as_str()) => {}
+        match &values[EVENT] {
+            Token::Str(name) if events.contains(name.as_ref()) => {}
             _ => return Decoded::Skip,
         }
     }
-    let Some(key) = at(body, &fields.key).and_then(key_text) else { return Decoded::Fallback };
-    let time = match &fields.time {
-        Some(path) => event_time(at(body, path)),
-        None => kafka_timestamp.filter(|t| (0..=MAX_TIME_MS).contains(t)),
+    let Some(key) = key_text(&values[KEY]) else { return Decoded::Fallback };
+    let time = if fields.time_from_kafka {
+        kafka_timestamp.filter(|t| (0..=MAX_TIME_MS).contains(t))
+    } else {
+        event_time(&values[TIME])
     };
     let Some(time) = time else { return Decoded::Fallback };
-    let (Some(stake), Some(win)) = (amount(at(body, &fields.stake)), amount(at(body, &fields.win))) else {
+    let (Some(stake), Some(win)) = (amount(&values[STAKE]), amount(&values[WIN])) else {
         return Decoded::Fallback;
     };
-    let (Ok(game), Ok(channel)) = (label(at(body, &fields.game)), label(at(body, &fields.channel))) else {
+    let (Ok(game), Ok(channel)) = (label(&values[GAME]), label(&values[CHANNEL])) else {
         return Decoded::Fallback;
     };
-    let mut groups = Vec::with_capacity(fields.groups.len());
-    for path in &fields.groups {
-        match at(body, path).and_then(key_text) {
+    let mut groups = Vec::with_capacity(fields.group_count);
+    for index in 0..fields.group_count {
+        match key_text(&values[GROUPS + index]) {
             Some(group) => groups.push(group),
             None => return Decoded::Fallback, // Python writes the missing_group dead letter
         }

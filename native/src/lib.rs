@@ -11,13 +11,11 @@ mod output;
 mod sessions;
 mod windows;
 
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use serde_json::Value;
 
 use decode::{Decoded, Fields};
 use sessions::{Label, SessionRules, SessionStore, NO_CLOSED_END};
@@ -50,10 +48,6 @@ pub struct Engine {
     late_time: i64,
 }
 
-fn path(text: &str) -> Vec<String> {
-    text.split('.').map(str::to_owned).collect()
-}
-
 /// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
 fn strip_line(line: &[u8]) -> Option<&[u8]> {
     let raw = if line.last() == Some(&b'\n') {
@@ -69,8 +63,7 @@ fn strip_line(line: &[u8]) -> Option<&[u8]> {
 impl Engine {
     fn feed_raw(&mut self, raw: &[u8], kafka_timestamp: Option<i64>) -> u8 {
         self.read += 1;
-        let Ok(body) = serde_json::from_slice::<Value>(raw) else { return FALLBACK };
-        let event = match decode::decode(&self.fields, &body, kafka_timestamp) {
+        let event = match decode::decode(&self.fields, raw, kafka_timestamp) {
             Decoded::Event(event) => event,
             Decoded::Skip => {
                 self.skipped += 1;
@@ -83,7 +76,8 @@ impl Engine {
             .iter()
             .map(|r| Some(r.group.map_or(&*event.key, |index| &*event.groups[index])))
             .collect();
-        self.aggregate(&event.key, event.time, event.stake, event.win, event.game, event.channel, &groups)
+        self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(), event.channel.as_deref(),
+                       &groups)
     }
 
     /// A valid record into every aggregation; `groups[i]` is rolling i's group (None: it has none,
@@ -146,16 +140,7 @@ impl Engine {
     fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game_code: &str, channel: &str, events: Vec<String>,
            group_paths: Vec<String>, sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool)>,
            rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>)>, track_changes: bool) -> PyResult<Self> {
-        let fields = Fields {
-            key: path(key),
-            time: time.map(path),
-            stake: path(stake),
-            win: path(win),
-            game: path(game_code),
-            channel: path(channel),
-            events: (!events.is_empty()).then(|| events.into_iter().collect::<HashSet<_>>()),
-            groups: group_paths.iter().map(|p| path(p)).collect(),
-        };
+        let fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths);
         let sessions = sessions.map(|(gap, grace, max_duration, max_events, name, stamp_end)| {
             SessionStore::new(SessionRules { gap, grace, max_duration, max_events }, track_changes, name, stamp_end)
         });

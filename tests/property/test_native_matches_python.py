@@ -73,9 +73,25 @@ def records(draw):
     return draw(st.sampled_from([raw, raw, raw, raw, raw + b"  ", b"{" + raw, raw.replace(b'"', b"'", 1)]))
 
 
+@st.composite
+def mutated(draw):
+    """A valid record with one byte inserted, replaced or deleted: the JSON reader's strictness."""
+    raw = bytearray(draw(records()))
+    at = draw(st.integers(0, len(raw)))
+    byte = draw(st.sampled_from(b'{}[]",:\\0123456789.eE+-tfnul \t\r\n/\x00\x1f\x7f\xc3\xa9\xff'))
+    how = draw(st.sampled_from(["insert", "replace", "delete"]))
+    if how == "insert" or at == len(raw):
+        raw.insert(at, byte)
+    elif how == "replace":
+        raw[at] = byte
+    else:
+        del raw[at]
+    return bytes(raw)
+
+
 junk = st.sampled_from([b"", b"[]", b"7", b"\"s\"", b"null", b"{\"user_id\": \"a\", \"timestamp\": NaN}",
                         b"\xff\xfe{}", b"{\"user_id\":\"a\",\"user_id\":\"b\",\"timestamp\":5}", b"[" * 2000])
-lines = st.lists(st.one_of(records(), junk), max_size=40)
+lines = st.lists(st.one_of(records(), junk, mutated()), max_size=40)
 
 jobs = st.builds(
     lambda events, sessions, rolling, by_game: JobSpec(
