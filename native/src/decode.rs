@@ -6,7 +6,8 @@
 //! the exact way. So there is one place that says what is wrong with a record.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+
+use crate::HashSet;
 
 use crate::output::days_from_civil;
 

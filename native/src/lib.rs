@@ -13,6 +13,10 @@ mod windows;
 
 use std::rc::Rc;
 
+/// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+pub type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};

@@ -37,31 +37,46 @@ fn json_label(out: &mut Vec<u8>, text: Option<&str>) {
 
 /// An exact amount from micro-units: `0.3`, `12`, `-1.5`, never an exponent.
 pub fn json_amount(out: &mut Vec<u8>, micros: i128) {
-    use std::io::Write;
     if micros < 0 {
         out.push(b'-');
     }
     let value = micros.unsigned_abs();
-    let (whole, frac) = (value / MICROS as u128, value % MICROS as u128);
-    write!(out, "{whole}").unwrap();
+    let (whole, mut frac) = (value / MICROS as u128, (value % MICROS as u128) as u32);
+    int(out, whole);
     if frac != 0 {
-        let mut digits = format!("{frac:06}");
-        while digits.ends_with('0') {
-            digits.pop();
+        let mut digits = [b'0'; 6];
+        for place in (0..6).rev() {
+            digits[place] = b'0' + (frac % 10) as u8;
+            frac /= 10;
         }
+        let used = 6 - digits.iter().rev().take_while(|&&d| d == b'0').count();
         out.push(b'.');
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(&digits[..used]);
     }
+}
+
+/// An integer's decimal digits.
+pub fn int(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+fn two(out: &mut Vec<u8>, value: i64) {
+    out.push(b'0' + (value / 10) as u8);
+    out.push(b'0' + (value % 10) as u8);
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, fraction dropped (times here are never negative).
 pub fn json_time(out: &mut Vec<u8>, millis: i64) {
-    use std::io::Write;
     let (days, in_day) = (millis.div_euclid(DAY_MS), millis.rem_euclid(DAY_MS));
     let (year, month, day) = civil_from_days(days);
     let seconds = in_day / 1000;
-    write!(out, "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
-        .unwrap();
+    two(out, year / 100);
+    two(out, year % 100);
+    for (separator, value) in [(b'-', month), (b'-', day), (b' ', seconds / 3600), (b':', seconds / 60 % 60),
+                               (b':', seconds % 60)] {
+        out.push(separator);
+        two(out, value);
+    }
 }
 
 /// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -102,7 +117,6 @@ pub struct SessionFields<'a> {
 }
 
 pub fn session_record(event_name: &[u8], stamp_end: bool, s: &SessionFields) -> Vec<u8> {
-    use std::io::Write;
     let mut out = Vec::with_capacity(320);
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(event_name);
@@ -110,15 +124,15 @@ pub fn session_record(event_name: &[u8], stamp_end: bool, s: &SessionFields) -> 
     json_string(&mut out, s.key);
     out.extend_from_slice(b",\"timestamp\":\"");
     json_time(&mut out, if stamp_end { s.end } else { s.start });
-    write!(
-        out,
-        "\",\"value\":{{\"session_start_ms\":{},\"session_end_ms\":{},\"duration_ms\":{},\"event_count\":{},\"stake_total\":",
-        s.start,
-        s.end,
-        s.end - s.start,
-        s.count
-    )
-    .unwrap();
+    out.extend_from_slice(b"\",\"value\":{\"session_start_ms\":");
+    int(&mut out, s.start);
+    out.extend_from_slice(b",\"session_end_ms\":");
+    int(&mut out, s.end);
+    out.extend_from_slice(b",\"duration_ms\":");
+    int(&mut out, s.end - s.start);
+    out.extend_from_slice(b",\"event_count\":");
+    int(&mut out, s.count);
+    out.extend_from_slice(b",\"stake_total\":");
     json_amount(&mut out, s.stake);
     out.extend_from_slice(b",\"win_total\":");
     json_amount(&mut out, s.win);
@@ -137,7 +151,6 @@ pub fn session_record(event_name: &[u8], stamp_end: bool, s: &SessionFields) -> 
 #[allow(clippy::too_many_arguments)]
 pub fn window_record(event_name: &[u8], group: &str, start: i64, end: i64, count: i64, stake: i128, win: i128,
                      start_text: &[u8]) -> Vec<u8> {
-    use std::io::Write;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(event_name);
@@ -145,8 +158,13 @@ pub fn window_record(event_name: &[u8], group: &str, start: i64, end: i64, count
     json_string(&mut out, group);
     out.extend_from_slice(b",\"timestamp\":\"");
     out.extend_from_slice(start_text);
-    write!(out, "\",\"value\":{{\"window_start_ms\":{start},\"window_end_ms\":{end},\"event_count\":{count},\"stake_total\":")
-        .unwrap();
+    out.extend_from_slice(b"\",\"value\":{\"window_start_ms\":");
+    int(&mut out, start);
+    out.extend_from_slice(b",\"window_end_ms\":");
+    int(&mut out, end);
+    out.extend_from_slice(b",\"event_count\":");
+    int(&mut out, count);
+    out.extend_from_slice(b",\"stake_total\":");
     json_amount(&mut out, stake);
     out.extend_from_slice(b",\"win_total\":");
     json_amount(&mut out, win);

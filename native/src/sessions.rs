@@ -5,7 +5,9 @@
 //! emission. Comments here say only where Rust differs; the Python file explains why.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+
+use crate::{HashMap, HashSet};
 use std::rc::Rc;
 
 use crate::output::{session_record, SessionFields};
@@ -125,14 +127,14 @@ impl SessionStore {
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
-            keys: HashMap::new(),
-            closed_ends: HashMap::new(),
+            keys: HashMap::default(),
+            closed_ends: HashMap::default(),
             due: BinaryHeap::new(),
             forget: BinaryHeap::new(),
             next_due: NEVER,
-            labels: HashMap::new(),
+            labels: HashMap::default(),
             track_changes,
-            changed: HashSet::new(),
+            changed: HashSet::default(),
             event_name,
             stamp_end,
             out: Vec::new(),
@@ -211,7 +213,12 @@ impl SessionStore {
         if due <= now {
             return false;
         }
-        let label = self.label(game, channel);
+        // A player's records mostly share the previous one's (game, channel): reuse it.
+        let previous = self.keys.get(key).and_then(|state| state.labels.last().cloned().flatten());
+        let label = match previous {
+            Some(label) if label.0.as_deref() == game && label.1.as_deref() == channel => Some(label),
+            _ => self.label(game, channel),
+        };
         let key = match self.keys.get_key_value(key) {
             Some((rc, _)) => rc.clone(),
             None => {
@@ -380,7 +387,7 @@ impl SessionStore {
         }
         let state = self.keys.get_mut(key).unwrap();
         let total = state.times.len();
-        let closed_starts: HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
+        let closed_starts: std::collections::HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
         let mut removed = 0;
         let mut starts = Vec::new();
         for (index, &first) in state.starts.iter().enumerate() {

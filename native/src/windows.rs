@@ -1,7 +1,9 @@
 //! Rolling windows (SPEC section 4): `sessionizer/core/windows.py`, record for record.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+
+use crate::{HashMap, HashSet};
 use std::rc::Rc;
 
 use crate::output::{json_time, window_record};
@@ -37,11 +39,11 @@ impl WindowStore {
             size,
             advance,
             grace,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             starts: BinaryHeap::new(),
             next_due: NEVER,
             track_changes,
-            changed: HashSet::new(),
+            changed: HashSet::default(),
             event_name,
             out: Vec::new(),
         }
@@ -82,7 +84,7 @@ impl WindowStore {
             if close_at < self.next_due {
                 self.next_due = close_at;
             }
-            HashMap::new()
+            HashMap::default()
         });
         let group = match bucket.get_key_value(group) {
             Some((rc, _)) => rc.clone(),
