@@ -5,6 +5,7 @@ import pytest
 from helpers import codes, dead_letters, line, micros, records, run, session_tuple, spec
 from sessionizer.core.amounts import AmountError, JsonNumber, format_micros, parse_amount
 from sessionizer.core.events import Event, EventDecoder, InputFields, Invalid
+from sessionizer.core.native import new_partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.times import TimeError, format_time, parse_time
 
@@ -261,3 +262,18 @@ def test_each_invalid_record_yields_exactly_one_dead_letter_and_is_never_aggrega
     assert session_tuple(session)[4] == 3_000_000
     [letter] = dead_letters(out)
     assert letter["error"] == "bad_amount" and letter["aggregation"] is None
+
+
+@pytest.mark.parametrize("raw", [b'{"user_id":"a"}', b'{"user_id":"a","timestamp":null}'])
+def test_a_record_without_its_event_time_is_missing_time_even_when_it_has_a_kafka_timestamp(raw):
+    """The Kafka record timestamp is the event time only with `time = "@timestamp"`."""
+    decoder = EventDecoder(InputFields())
+    assert decoder.decode(raw, 5) == decoder.decode_exact(raw, 5)
+    part = new_partition(spec(SessionRules(gap=10)))
+    part.feed(raw, "src", 5)
+    [letter] = dead_letters(part.drain())
+    assert letter["error"] == "missing_time"
+    kafka_time = new_partition(spec(SessionRules(gap=10), fields=InputFields(time="@timestamp")))
+    kafka_time.feed(raw, "src", 5)
+    kafka_time.end_of_input()
+    assert [r["value"]["session_start_ms"] for r in records(kafka_time.drain(), "sessions-out")] == [5]

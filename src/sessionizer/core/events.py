@@ -177,6 +177,8 @@ class EventDecoder:
         elif not key:
             return _EXACT
         if time is None:
+            if not self._uses_kafka_time:  # absent or null: missing_time, from the exact path
+                return _EXACT
             time = kafka_timestamp
             if time is None:
                 return _EXACT
