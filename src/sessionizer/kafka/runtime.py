@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from ..config import RunSettings
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
+from ..core.events import KAFKA_TIMESTAMP
 from ..core.native import CorePartition, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
@@ -77,6 +78,7 @@ class Runtime:
         self._last_commit = time.monotonic()
         self._input = settings.input_topic
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
+        self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -129,10 +131,13 @@ class Runtime:
     # -- records in ----------------------------------------------------------------------
 
     def _feed(self, messages: list[Message]) -> None:
-        tasks, offsets = self.tasks, self.offsets
-        fed: dict[int, int] = {}  # partition -> records in this batch
+        # The loop runs once per record: it looks a task up only when the partition changes
+        # (a batch holds runs of one partition) and reads the timestamp only when it is used.
+        tasks, offsets, with_timestamp = self.tasks, self.offsets, self._time_from_kafka
+        fed: set[int] = set()  # partitions that got records in this batch
         ended: set[int] = set()  # partitions whose end came after their last record in this batch
         replayed: dict[int, int] = {}  # partition -> records skipped as already fed
+        partition, task, feed, count = -1, None, None, 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -141,8 +146,10 @@ class Runtime:
                 else:
                     self._consumer_error(error)
                 continue
-            partition = message.partition()
-            task = tasks.get(partition)
+            if message.partition() != partition:
+                partition = message.partition()
+                task = tasks.get(partition)
+                feed = task.part.feed if task is not None else None
             if task is None:  # revoked while this batch was in flight
                 continue
             offset = message.offset()
@@ -151,24 +158,29 @@ class Runtime:
                 # it finds out of range to the beginning). Feeding it again would duplicate output.
                 replayed[partition] = replayed.get(partition, 0) + 1
                 continue
-            if ended and partition in ended:
+            if ended:
                 ended.discard(partition)
-            timestamp_type, timestamp = message.timestamp()
-            task.part.feed(message.value(), message, timestamp if timestamp_type else None)
-            task.next_offset = offsets[partition] = offset + 1
-            fed[partition] = fed.get(partition, 0) + 1
+            if with_timestamp:
+                timestamp_type, timestamp = message.timestamp()
+                feed(message.value(), message, timestamp if timestamp_type else None)
+            else:
+                feed(message.value(), message)
+            task.next_offset = offset + 1
+            fed.add(partition)
+            count += 1
         now = time.monotonic()
-        for partition, count in fed.items():
+        for partition in fed:
             task = tasks[partition]
+            offsets[partition] = task.next_offset
             task.last_record_at, task.last_record_time, task.at_end = now, task.part.stream_time, False
-            self.counters.records += count
+        self.counters.records += count
         for partition in ended:
             task = tasks.get(partition)
             if task is not None:
                 task.at_end = True
-        for partition, count in replayed.items():
+        for partition, skipped in replayed.items():
             log.warning("the consumer went back on its own: skipped records already processed",
-                        extra={"partition": partition, "records": count, "resuming_at": tasks[partition].next_offset})
+                        extra={"partition": partition, "records": skipped, "resuming_at": tasks[partition].next_offset})
 
     def _advance_idle(self) -> None:
         idle_timeout = self.settings.idle_timeout_ms
