@@ -79,6 +79,7 @@ class Runtime:
         self._input = settings.input_topic
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
+        self._closing: TransactionCloser | None = None  # the transaction being committed, if any
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Runtime:
             while not self.stopping:
                 self._step()
             self._commit()
+            self._settle()
         finally:
             self._stop.set()
             self.consumer.close()  # revokes what is left (nothing pending by now)
@@ -111,9 +113,11 @@ class Runtime:
 
     def _step(self) -> None:
         assert self.consumer is not None
-        if self._outage_since is not None and not self._kafka_is_back():
-            time.sleep(0.5)  # nothing is consumed or committed while Kafka is away
-            return
+        if self._outage_since is not None:
+            self._settle()  # the transaction in flight, before the producer may be replaced
+            if not self._kafka_is_back():
+                time.sleep(0.5)  # nothing is consumed or committed while Kafka is away
+                return
         messages = self.consumer.consume(num_messages=self.settings.batch_size, timeout=POLL_SECONDS)
         if messages:
             self._feed(messages)
@@ -201,7 +205,11 @@ class Runtime:
     # -- the transaction -------------------------------------------------------------------
 
     def _commit(self) -> None:
-        """One transaction: final records, dead letters, changelog, input offsets."""
+        """Settle the transaction in flight, then produce the next one: final records, dead
+        letters, changelog and input offsets. A thread commits it while records keep coming in;
+        the next commit, a revoke and stopping all wait for it first."""
+        if not self._settle():
+            return
         self._last_commit = time.monotonic()
         if not self.offsets and not any(task.part.has_pending for task in self.tasks.values()):
             return
@@ -209,6 +217,7 @@ class Runtime:
             return  # kept for the next commit once Kafka is back
         assert self.producer is not None and self.consumer is not None
         producer = self.producer
+        offsets, metadata = None, None
         try:
             producer.begin_transaction()
             for partition, task in self.tasks.items():
@@ -218,12 +227,23 @@ class Runtime:
             if self.offsets:
                 offsets = [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()]
                 metadata = self.consumer.consumer_group_metadata()
-                bounded("send_offsets_to_transaction", CALL_TIMEOUT_SECONDS + 15,
-                        lambda: producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_SECONDS))
-            self._commit_transaction()
         except KafkaException as failure:
             self._abort(failure.args[0])  # and rewind: the work is redone from the last commit
             return
+        self.offsets.clear()  # (a failed commit rewinds to the committed offsets anyway)
+        self._closing = TransactionCloser(producer, offsets, metadata)
+
+    def _settle(self) -> bool:
+        """Wait for the transaction in flight to commit. False when it failed: everything since
+        the last commit was then rewound, to be redone."""
+        closing, self._closing = self._closing, None
+        if closing is None:
+            return True
+        try:
+            closing.wait()
+        except KafkaException as failure:
+            self._abort(failure.args[0])
+            return False
         except StuckCall as stuck:
             # librdkafka can block in send_offsets_to_transaction past its timeout when the group
             # coordinator goes away during the call (issues #5456, #5511). That producer is left to
@@ -233,26 +253,9 @@ class Runtime:
                       extra={"call": str(stuck)})
             self.producer = self._retry("restart the transactional producer", self._new_producer)
             self._rewind()
-            return
-        self.offsets.clear()
+            return False
         self.counters.transactions += 1
-
-    def _commit_transaction(self) -> None:
-        assert self.producer is not None
-        delay = 0.5
-        while True:
-            producer = self.producer
-            try:
-                bounded("commit_transaction", CALL_TIMEOUT_SECONDS + 15,
-                        lambda: producer.commit_transaction(CALL_TIMEOUT_SECONDS))
-                return
-            except KafkaException as failure:
-                error = failure.args[0]
-                if not error.retriable():
-                    raise
-                log.warning("commit not confirmed yet (retrying)", extra={"error": error.str(), "in_s": delay})
-                time.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        return True
 
     def _abort(self, error: KafkaError) -> None:
         """After a failed transaction: abort it and rewind every partition to the last commit."""
@@ -317,6 +320,7 @@ class Runtime:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.stopping or self.offsets:
             self._commit()  # everything done so far, revoked partitions included, is committed first
+        self._settle()  # and confirmed, before another member can take them
         gone = [tp.partition for tp in partitions if tp.topic == self._input]
         for partition in gone:
             self.tasks.pop(partition, None)
@@ -441,28 +445,58 @@ def run(settings: RunSettings) -> int:
     return Runtime(settings).run()
 
 
+class TransactionCloser:
+    """Sends the input offsets and commits one produced transaction on a thread of its own, so
+    that records keep being consumed and fed while the broker confirms it (tens of ms a time)."""
+
+    def __init__(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any,
+                 bound: float = CALL_TIMEOUT_SECONDS + 15) -> None:
+        self.error: BaseException | None = None
+        self._bound = bound  # librdkafka releases the GIL while it blocks: a call past this is given up on
+        self._call: str | None = None  # the librdkafka call running now, and since when
+        self._call_started = 0.0
+        self._thread = threading.Thread(target=self._run, args=(producer, offsets, metadata), name="kafka-commit",
+                                        daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until it is committed. Raises what the commit raised, or StuckCall when one call
+        outlasts its bound (the thread is then left behind; the caller replaces the producer)."""
+        while self._thread.is_alive():
+            self._thread.join(min(0.5, self._bound))
+            call = self._call
+            if call is not None and time.monotonic() - self._call_started > self._bound:
+                raise StuckCall(call)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any) -> None:
+        try:
+            if offsets:
+                self._timed("send_offsets_to_transaction",
+                            lambda: producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_SECONDS))
+            delay = 0.5
+            while True:
+                try:
+                    self._timed("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_SECONDS))
+                    return
+                except KafkaException as failure:
+                    error = failure.args[0]
+                    if not error.retriable():
+                        raise
+                    log.warning("commit not confirmed yet (retrying)", extra={"error": error.str(), "in_s": delay})
+                    time.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        except BaseException as error:  # handed to the thread that waits
+            self.error = error
+
+    def _timed(self, name: str, call: Callable[[], Any]) -> None:
+        self._call, self._call_started = name, time.monotonic()
+        try:
+            call()
+        finally:
+            self._call = None
+
+
 class StuckCall(Exception):
     """A librdkafka call that did not return within its bound (the call's name)."""
-
-
-def bounded(name: str, seconds: float, call: Callable[[], Any]) -> Any:
-    """Run a blocking librdkafka call in a helper thread and give up waiting after `seconds`.
-
-    librdkafka releases the GIL while it blocks, so the helper can be abandoned if the call
-    never returns; the caller then replaces the client that made it."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # handed back to the caller's thread
-            outcome["error"] = error
-
-    helper = threading.Thread(target=run, name=f"kafka-{name}", daemon=True)
-    helper.start()
-    helper.join(seconds)
-    if helper.is_alive():
-        raise StuckCall(name)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
