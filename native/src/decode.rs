@@ -21,6 +21,7 @@ const MAX_MICROS: i64 = MAX_AMOUNT * MICROS;
 struct PathNode {
     children: Vec<(Box<str>, PathNode)>,
     slots: Vec<usize>,
+    mask: u64, // a bit per node in this subtree (bits wrap past 64: a shared bit only costs a clear)
 }
 
 impl PathNode {
@@ -38,6 +39,16 @@ impl PathNode {
                 self.children[index].1.insert(rest, slot);
             }
         }
+    }
+
+    /// Give each node its bit, and each subtree the union of its nodes' bits.
+    fn number(&mut self, next: &mut u32) -> u64 {
+        self.mask = 1 << (*next % 64);
+        *next += 1;
+        for (_, child) in &mut self.children {
+            self.mask |= child.number(next);
+        }
+        self.mask
     }
 
     fn clear(&self, values: &mut [Token]) {
@@ -87,6 +98,7 @@ impl Fields {
         for (index, group) in groups.iter().enumerate() {
             tree.insert(&path(group), GROUPS + index);
         }
+        tree.number(&mut 0);
         Fields {
             tree,
             slot_count: GROUPS + groups.len(),
@@ -132,6 +144,7 @@ struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    filled: u64, // PathNode masks of the names read so far (a name read twice clears its slots first)
 }
 
 const MAX_DEPTH: usize = 128;
@@ -186,13 +199,16 @@ impl<'a> Reader<'a> {
                     self.space();
                     let child = node.and_then(|n| n.children.iter().find(|(part, _)| **part == *name)).map(|(_, c)| c);
                     if let Some(child) = child {
-                        child.clear(values); // a repeated name: the last one wins, as in Python
+                        if self.filled & child.mask != 0 {
+                            child.clear(values); // a repeated name: the last one wins, as in Python
+                        }
                     }
                     let token = self.value(child.filter(|c| !c.children.is_empty()), values, depth + 1)?;
                     if let Some(child) = child {
                         for &slot in &child.slots {
                             values[slot] = token.clone();
                         }
+                        self.filled |= child.mask;
                     }
                     self.space();
                     match self.peek() {
@@ -288,16 +304,15 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ()> {
         self.expect(b'"')?;
         let start = self.at;
-        loop {
-            match self.peek().ok_or(())? {
-                b'"' => {
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
-                }
-                b'\\' => break,
-                0..=0x1f => return Err(()),
-                _ => self.at += 1,
+        let plain = self.bytes[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).ok_or(())?;
+        self.at += plain;
+        match self.bytes[self.at] {
+            b'"' => {
+                self.at += 1;
+                return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
             }
+            b'\\' => {}
+            _ => return Err(()),
         }
         let mut text = String::from(&self.text[start..self.at]);
         loop {
@@ -466,7 +481,7 @@ fn event_time(token: &Token) -> Option<i64> {
 pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) -> Decoded<'a> {
     let Ok(text) = std::str::from_utf8(raw) else { return Decoded::Fallback };
     let mut values = vec![Token::Absent; fields.slot_count];
-    let mut reader = Reader { text, bytes: raw, at: 0 };
+    let mut reader = Reader { text, bytes: raw, at: 0, filled: 0 };
     reader.space();
     if reader.peek() != Some(b'{') {
         return Decoded::Fallback;

@@ -18,6 +18,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -183,6 +184,49 @@ impl Engine {
             }
         }
         Ok((total, DONE))
+    }
+
+    /// Kafka messages from `start` while each is a record of `partition` at or after `next_offset`:
+    /// (index of the first one not fed, the next offset, how many were fed, DONE); or, when a fed
+    /// message needs Python (FALLBACK, LATE; a null value is a FALLBACK), (its index, ..., outcome).
+    #[pyo3(signature = (messages, start, partition, next_offset, with_timestamp))]
+    fn feed_messages(&mut self, messages: &Bound<'_, PyList>, start: usize, partition: i64, mut next_offset: i64,
+                     with_timestamp: bool) -> PyResult<(usize, i64, usize, u8)> {
+        let py = messages.py();
+        let (error, partition_of, offset_of, value_of, timestamp_of) =
+            (intern!(py, "error"), intern!(py, "partition"), intern!(py, "offset"), intern!(py, "value"),
+             intern!(py, "timestamp"));
+        let mut fed = 0;
+        for index in start..messages.len() {
+            let message = messages.get_item(index)?;
+            if !message.call_method0(error)?.is_none() || message.call_method0(partition_of)?.extract::<i64>()? != partition {
+                return Ok((index, next_offset, fed, DONE));
+            }
+            let offset: i64 = message.call_method0(offset_of)?.extract()?;
+            if offset < next_offset {
+                return Ok((index, next_offset, fed, DONE));
+            }
+            let kafka_timestamp = if with_timestamp {
+                let (kind, timestamp): (i64, i64) = message.call_method0(timestamp_of)?.extract()?;
+                (kind != 0).then_some(timestamp)
+            } else {
+                None
+            };
+            let value = message.call_method0(value_of)?;
+            next_offset = offset + 1;
+            fed += 1;
+            let outcome = match value.downcast::<PyBytes>() {
+                Ok(bytes) => self.feed_raw(bytes.as_bytes(), kafka_timestamp),
+                Err(_) => {
+                    self.read += 1;
+                    FALLBACK
+                }
+            };
+            if outcome != DONE {
+                return Ok((index, next_offset, fed, outcome));
+            }
+        }
+        Ok((messages.len(), next_offset, fed, DONE))
     }
 
     /// One record (a Kafka message value): DONE, FALLBACK or LATE.

@@ -106,6 +106,23 @@ class NativePartition:
             self._follow_up(outcome, raw, (label, first_line + index), None)
             index += 1
 
+    def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
+                      with_timestamp: bool) -> tuple[int, int, int]:
+        engine, fed = self._engine, 0
+        while True:
+            stop, next_offset, count, outcome = engine.feed_messages(messages, start, partition, next_offset,
+                                                                     with_timestamp)
+            fed += count
+            if not outcome:
+                return stop, next_offset, fed
+            message = messages[stop]  # fed, and it needs Python: a wrong record, or a late one
+            kafka_timestamp = None
+            if with_timestamp:
+                timestamp_type, timestamp = message.timestamp()
+                kafka_timestamp = timestamp if timestamp_type else None
+            self._follow_up(outcome, message.value(), message, kafka_timestamp)
+            start = stop + 1
+
     def advance(self, time: int) -> None:
         self._engine.advance(time)
 
@@ -202,7 +219,7 @@ class NativePartition:
         s = self.spec.sessions
         return ([s.topic] if s is not None else []) + [r.topic for r in self.spec.rolling]
 
-    def _follow_up(self, outcome: int, raw: bytes, source: Any, kafka_timestamp: int | None) -> None:
+    def _follow_up(self, outcome: int, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
         if outcome == self._fallback:
             self._decide(raw, source, kafka_timestamp)
         else:

@@ -120,6 +120,26 @@ class Partition:
             if raw and not raw.isspace():
                 feed(raw, (label, first_line + index))
 
+    def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
+                      with_timestamp: bool) -> tuple[int, int, int]:
+        """Kafka messages (anything with confluent-kafka's Message methods) from `start`, while each
+        is a record of `partition` at or after `next_offset`; the message is each record's source,
+        its timestamp the Kafka timestamp when `with_timestamp`. Returns (index of the first message
+        not fed, the next offset, how many were fed)."""
+        feed, fed = self.feed, 0
+        for index in range(start, len(messages)):
+            message = messages[index]
+            if message.error() is not None or message.partition() != partition or message.offset() < next_offset:
+                return index, next_offset, fed
+            if with_timestamp:
+                timestamp_type, timestamp = message.timestamp()
+                feed(message.value(), message, timestamp if timestamp_type else None)
+            else:
+                feed(message.value(), message)
+            next_offset = message.offset() + 1
+            fed += 1
+        return len(messages), next_offset, fed
+
     def advance(self, time: int) -> None:
         """Move stream time on without a record (an idle partition); closes what is due."""
         if time > self.stream_time:

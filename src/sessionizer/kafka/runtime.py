@@ -135,47 +135,43 @@ class Runtime:
     # -- records in ----------------------------------------------------------------------
 
     def _feed(self, messages: list[Message]) -> None:
-        # The loop runs once per record: it looks a task up only when the partition changes
-        # (a batch holds runs of one partition) and reads the timestamp only when it is used.
-        tasks, offsets, with_timestamp = self.tasks, self.offsets, self._time_from_kafka
+        # A batch holds runs of one partition's records: each run goes to its core in one call
+        # (per record, the compiled core then does all the work).
+        tasks, with_timestamp = self.tasks, self._time_from_kafka
         fed: set[int] = set()  # partitions that got records in this batch
         ended: set[int] = set()  # partitions whose end came after their last record in this batch
         replayed: dict[int, int] = {}  # partition -> records skipped as already fed
-        partition, task, feed, count = -1, None, None, 0
-        for message in messages:
+        index, total, count = 0, len(messages), 0
+        while index < total:
+            message = messages[index]
             error = message.error()
             if error is not None:
                 if error.code() == PARTITION_EOF:
                     ended.add(message.partition())
                 else:
                     self._consumer_error(error)
+                index += 1
                 continue
-            if message.partition() != partition:
-                partition = message.partition()
-                task = tasks.get(partition)
-                feed = task.part.feed if task is not None else None
+            partition = message.partition()
+            task = tasks.get(partition)
             if task is None:  # revoked while this batch was in flight
+                index += 1
                 continue
-            offset = message.offset()
-            if offset < task.next_offset:
+            if message.offset() < task.next_offset:
                 # Already fed: the consumer went back without our seek (librdkafka resets a position
                 # it finds out of range to the beginning). Feeding it again would duplicate output.
                 replayed[partition] = replayed.get(partition, 0) + 1
+                index += 1
                 continue
-            if ended:
-                ended.discard(partition)
-            if with_timestamp:
-                timestamp_type, timestamp = message.timestamp()
-                feed(message.value(), message, timestamp if timestamp_type else None)
-            else:
-                feed(message.value(), message)
-            task.next_offset = offset + 1
+            ended.discard(partition)
+            index, task.next_offset, run = task.part.feed_messages(messages, index, partition, task.next_offset,
+                                                                   with_timestamp)
             fed.add(partition)
-            count += 1
+            count += run
         now = time.monotonic()
         for partition in fed:
             task = tasks[partition]
-            offsets[partition] = task.next_offset
+            self.offsets[partition] = task.next_offset
             task.last_record_at, task.last_record_time, task.at_end = now, task.part.stream_time, False
         self.counters.records += count
         for partition in ended:
