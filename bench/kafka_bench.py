@@ -4,7 +4,8 @@
    `sessionizer run` process (the example job) consumes them; end-to-end events/s
    is 1M / (process start -> every input offset committed), and peak RSS is the
    process's high-water mark.
-2. Bytes per open session: the core's own state for 100k open sessions (tracemalloc).
+2. Bytes per open session: the core's own state for 100k open sessions (the compiled core:
+   RSS growth in a process of its own; the pure-Python core: tracemalloc).
 3. Restore: 100k players with open sessions, committed, then kill -9 and a
    restart; the restore time is what the restarted process logs for reading
    the changelog back.
@@ -58,6 +59,7 @@ def main() -> None:
         result.update(throughput(broker.bootstrap, work))
         result.update(restore(broker.bootstrap, work))
     result.update(bytes_per_session())
+    result.update(bytes_per_session_native())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kafka.json").write_text(json.dumps(result, indent=2) + "\n")
     write_section(result)
@@ -139,6 +141,36 @@ def bytes_per_session() -> dict:
     return {"bytes_per_open_session_5_spins": round(used / 100_000), "key_string_bytes": round((after_keys - before) / 100_000)}
 
 
+NATIVE_STATE = """
+from sessionizer.core.native import NativePartition
+from sessionizer.core.sessions import SessionRules
+from sessionizer.core.spec import JobSpec, SessionOutput
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+rules = SessionRules(gap=600_000, grace=30_000, max_duration=600_000, max_events=200)
+part = NativePartition(JobSpec(sessions=SessionOutput("s", rules)), track_changes=True)
+lines = [b'{"user_id":"p%06d","timestamp":%d,"value":{"stake":1,"win":0,"game_code":"starburst","channel":"web"}}'
+         % (n, 1_800_000_000_000 + spin * 5000 + n) for spin in range(5) for n in range(100_000)]
+before = rss()
+for number, line in enumerate(lines):
+    part.feed(line, number)
+part.take_changes()
+assert part.open_windows == 100_000, part.open_windows
+print((rss() - before) / 100_000)
+"""
+
+
+def bytes_per_session_native() -> dict:
+    """The compiled core's memory for the same 100k open sessions: the process's RSS growth
+    (its state lives outside Python's allocator, so tracemalloc cannot see it)."""
+    done = subprocess.run([sys.executable, "-c", NATIVE_STATE], capture_output=True, check=True, text=True)
+    return {"native_bytes_per_open_session_5_spins": round(float(done.stdout.strip()))}
+
+
 def create(bootstrap: str, topic: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
@@ -203,7 +235,9 @@ def write_section(r: dict) -> None:
         f"({r['run_seconds']:.1f} s from process start to the last input offset committed) |",
         f"| best 5-second rate seen in its status lines | {r['best_status_events_per_second']:,} events/s |",
         f"| peak RSS of that process | {r['peak_rss_mib']:.0f} MiB |",
-        f"| core state per open session (5 spins each; tracemalloc) | {r['bytes_per_open_session_5_spins']} bytes "
+        f"| state per open session (5 spins each), compiled core (RSS growth, key included) | "
+        f"{r['native_bytes_per_open_session_5_spins']} bytes |",
+        f"| the same, pure-Python core (tracemalloc) | {r['bytes_per_open_session_5_spins']} bytes "
         f"(+{r['key_string_bytes']} for the player id string) |",
         f"| restore after kill -9: {r['restore_open_sessions']:,} open sessions "
         f"({r['restore_changelog_records']:,} changelog records) | **{r['restore_seconds']:.2f} s** "

@@ -11,7 +11,7 @@ mod output;
 mod sessions;
 mod windows;
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding).
 pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
@@ -38,7 +38,7 @@ struct Rolling {
     group: Option<usize>, // index into Fields::groups; None: the input key
 }
 
-#[pyclass(unsendable)]
+#[pyclass]
 pub struct Engine {
     fields: Fields,
     sessions: Option<SessionStore>,
@@ -278,7 +278,7 @@ impl Engine {
 
     /// Final records since the last drain: one list of (key, value) per output, sessions first.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
-        let mut outs: Vec<&mut Vec<(Rc<str>, Vec<u8>)>> = Vec::new();
+        let mut outs: Vec<&mut Vec<(Arc<str>, Vec<u8>)>> = Vec::new();
         if let Some(sessions) = &mut self.sessions {
             outs.push(&mut sessions.out);
         }
@@ -313,14 +313,14 @@ impl Engine {
     /// (closed end, times as little-endian i64, (stake, win) pairs likewise, labels).
     fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
         let Some(sessions) = &mut self.sessions else { return Vec::new() };
-        let mut keys: Vec<Rc<str>> = sessions.changed.drain().collect();
+        let mut keys: Vec<Arc<str>> = sessions.changed.drain().collect();
         keys.sort();
         keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
 
     fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
         let Some(sessions) = &self.sessions else { return Vec::new() };
-        let mut keys: Vec<&Rc<str>> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
+        let mut keys: Vec<&Arc<str>> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
         keys.sort();
         keys.into_iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
@@ -329,7 +329,7 @@ impl Engine {
     /// last call, in (start, group) order.
     fn take_window_changes(&mut self, index: usize) -> Vec<(i64, String, Option<(i64, i128, i128)>)> {
         let store = &mut self.rolling[index].store;
-        let mut changed: Vec<(i64, Rc<str>)> = store.changed.drain().collect();
+        let mut changed: Vec<(i64, Arc<str>)> = store.changed.drain().collect();
         changed.sort();
         changed
             .into_iter()

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::{HashMap, HashSet};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::output::{session_record, SessionFields};
 
@@ -20,7 +20,7 @@ pub const INACTIVITY: &str = "inactivity";
 pub const MAX_DURATION: &str = "max_duration";
 pub const END_OF_INPUT: &str = "end_of_input";
 
-pub type Label = Rc<(Option<Box<str>>, Option<Box<str>>)>;
+pub type Label = Arc<(Option<Box<str>>, Option<Box<str>>)>;
 
 #[derive(Clone)]
 pub struct SessionRules {
@@ -106,19 +106,19 @@ pub fn sweep(times: &[i64], rules: &SessionRules, begin: usize, known: &[usize],
 
 pub struct SessionStore {
     pub rules: SessionRules,
-    pub keys: HashMap<Rc<str>, KeySessions>,
-    pub closed_ends: HashMap<Rc<str>, i64>,
-    due: BinaryHeap<Reverse<(i64, Rc<str>)>>,
-    forget: BinaryHeap<Reverse<(i64, Rc<str>)>>,
+    pub keys: HashMap<Arc<str>, KeySessions>,
+    pub closed_ends: HashMap<Arc<str>, i64>,
+    due: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    forget: BinaryHeap<Reverse<(i64, Arc<str>)>>,
     pub next_due: i64,
     labels: HashMap<(Option<Box<str>>, Option<Box<str>>), Label>,
     pub track_changes: bool,
-    pub changed: HashSet<Rc<str>>,
+    pub changed: HashSet<Arc<str>>,
     max_events: i64,
     max_duration: i64,
     event_name: Vec<u8>,
     stamp_end: bool,
-    pub out: Vec<(Rc<str>, Vec<u8>)>,
+    pub out: Vec<(Arc<str>, Vec<u8>)>,
 }
 
 impl SessionStore {
@@ -141,16 +141,16 @@ impl SessionStore {
         }
     }
 
-    fn mark(&mut self, key: &Rc<str>) {
+    fn mark(&mut self, key: &Arc<str>) {
         if self.track_changes {
             self.changed.insert(key.clone());
         }
     }
 
-    fn key_rc(&self, key: &str) -> Rc<str> {
+    fn key_rc(&self, key: &str) -> Arc<str> {
         match self.keys.get_key_value(key) {
             Some((rc, _)) => rc.clone(),
-            None => Rc::from(key),
+            None => Arc::from(key),
         }
     }
 
@@ -165,7 +165,7 @@ impl SessionStore {
         if self.labels.len() >= 65536 {
             self.labels.clear();
         }
-        let shared: Label = Rc::new(pair.clone());
+        let shared: Label = Arc::new(pair.clone());
         self.labels.insert(pair, shared.clone());
         Some(shared)
     }
@@ -222,7 +222,7 @@ impl SessionStore {
         let key = match self.keys.get_key_value(key) {
             Some((rc, _)) => rc.clone(),
             None => {
-                let rc: Rc<str> = Rc::from(key);
+                let rc: Arc<str> = Arc::from(key);
                 let closed_end = self.closed_ends.remove(key).unwrap_or(NO_CLOSED_END);
                 self.keys.insert(rc.clone(), KeySessions { closed_end, ..Default::default() });
                 rc
@@ -242,7 +242,7 @@ impl SessionStore {
         true
     }
 
-    fn insert_out_of_order(&mut self, key: &Rc<str>, time: i64, stake: i64, win: i64, label: Option<Label>,
+    fn insert_out_of_order(&mut self, key: &Arc<str>, time: i64, stake: i64, win: i64, label: Option<Label>,
                            now: i64) -> bool {
         let rules = self.rules.clone();
         let max_events = self.max_events;
@@ -310,7 +310,7 @@ impl SessionStore {
     }
 
     pub fn close_all(&mut self) {
-        let mut keys: Vec<Rc<str>> = self.keys.keys().cloned().collect();
+        let mut keys: Vec<Arc<str>> = self.keys.keys().cloned().collect();
         keys.sort();
         for key in keys {
             let sessions = self.keys[&key].sessions();
@@ -325,7 +325,7 @@ impl SessionStore {
         self.next_due = NEVER;
     }
 
-    fn settle(&mut self, key: &Rc<str>, now: i64) {
+    fn settle(&mut self, key: &Arc<str>, now: i64) {
         let rules = self.rules.clone();
         let state = &self.keys[key];
         if state.starts.len() == 1 {
@@ -363,7 +363,7 @@ impl SessionStore {
         }
     }
 
-    fn drop_empty(&mut self, key: &Rc<str>, now: i64) {
+    fn drop_empty(&mut self, key: &Arc<str>, now: i64) {
         let state = self.keys.remove(key).unwrap();
         if state.closed_end == NO_CLOSED_END {
             return;
@@ -381,7 +381,7 @@ impl SessionStore {
     }
 
     /// Emit the given sessions and drop their records (not at end of input: see close_all).
-    fn close_sessions(&mut self, key: &Rc<str>, closing: &[(usize, usize)]) {
+    fn close_sessions(&mut self, key: &Arc<str>, closing: &[(usize, usize)]) {
         for &(first, stop) in closing {
             self.emit_session(key, first, stop, false);
         }
@@ -406,7 +406,7 @@ impl SessionStore {
         state.starts = starts;
     }
 
-    fn emit_session(&mut self, key: &Rc<str>, first: usize, stop: usize, end_of_input: bool) {
+    fn emit_session(&mut self, key: &Arc<str>, first: usize, stop: usize, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
         let count = stop - first;
         let (start, end) = (state.times[first], state.times[stop - 1]);
@@ -445,7 +445,7 @@ impl SessionStore {
         }
     }
 
-    fn schedule(&mut self, key: &Rc<str>, due: i64) {
+    fn schedule(&mut self, key: &Arc<str>, due: i64) {
         self.keys.get_mut(key).unwrap().due = due;
         self.due.push(Reverse((due, key.clone())));
         if due < self.next_due {
@@ -462,7 +462,7 @@ impl SessionStore {
         self.keys.remove(key);
         self.closed_ends.remove(key);
         let Some((closed_end, times, amounts, labels)) = state else { return };
-        let key: Rc<str> = Rc::from(key);
+        let key: Arc<str> = Arc::from(key);
         if times.is_empty() {
             self.closed_ends.insert(key, closed_end);
             return;

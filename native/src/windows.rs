@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::{HashMap, HashSet};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::NEVER;
@@ -24,13 +24,13 @@ pub struct WindowStore {
     size: i64,
     advance: i64,
     grace: i64,
-    pub buckets: HashMap<i64, HashMap<Rc<str>, Totals>>, // start -> group -> totals
+    pub buckets: HashMap<i64, HashMap<Arc<str>, Totals>>, // start -> group -> totals
     starts: BinaryHeap<Reverse<i64>>,
     pub next_due: i64,
     pub track_changes: bool,
-    pub changed: HashSet<(i64, Rc<str>)>,
+    pub changed: HashSet<(i64, Arc<str>)>,
     event_name: Vec<u8>,
-    pub out: Vec<(Rc<str>, Vec<u8>)>,
+    pub out: Vec<(Arc<str>, Vec<u8>)>,
 }
 
 impl WindowStore {
@@ -88,7 +88,7 @@ impl WindowStore {
         });
         let group = match bucket.get_key_value(group) {
             Some((rc, _)) => rc.clone(),
-            None => Rc::from(group),
+            None => Arc::from(group),
         };
         let totals = bucket.entry(group.clone()).or_default();
         totals.count += 1;
@@ -120,7 +120,7 @@ impl WindowStore {
     fn close_bucket(&mut self, start: i64) {
         let end = start + self.size;
         let bucket = self.buckets.remove(&start).unwrap_or_default();
-        let mut groups: Vec<(Rc<str>, Totals)> = bucket.into_iter().collect();
+        let mut groups: Vec<(Arc<str>, Totals)> = bucket.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut start_text = Vec::with_capacity(19);
         json_time(&mut start_text, start);
@@ -149,7 +149,7 @@ impl WindowStore {
                 }
             }
             Some(totals) => {
-                self.buckets.entry(start).or_default().insert(Rc::from(group), totals);
+                self.buckets.entry(start).or_default().insert(Arc::from(group), totals);
             }
         }
     }

@@ -157,6 +157,9 @@ def test_a_transactional_call_that_never_returns_is_abandoned_and_the_work_redon
         def __getattr__(self, name):
             return getattr(self.real, name)
 
+        def __len__(self):
+            return len(self.real)
+
     new_producer = runtime._new_producer
     made = []
 

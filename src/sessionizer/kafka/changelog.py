@@ -80,13 +80,10 @@ def restore_partitions(settings: RunSettings, partitions: list[int],
     return parts
 
 
-def changelog_records(settings: RunSettings, partition: Partition) -> list[tuple[str, bytes, bytes | None]]:
-    """(topic, key, value) of what changed in `partition` since the last call."""
-    records = []
-    for store, changes in partition.take_changes().items():
-        topic = settings.changelog_topic(store)
-        records.extend((topic, key.encode("utf-8"), value) for key, value in changes)
-    return records
+def changelog_records(settings: RunSettings, partition: Partition) -> dict[str, list[tuple[str, bytes | None]]]:
+    """Changelog topic -> (key, value) records of what changed in `partition` since the last call."""
+    return {settings.changelog_topic(store): changes for store, changes in partition.take_changes().items()
+            if changes}
 
 
 def _watermarks(consumer: Consumer, partition: TopicPartition, patience: float = 60.0) -> tuple[int, int]:

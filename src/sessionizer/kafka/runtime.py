@@ -80,6 +80,7 @@ class Runtime:
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
+        self._queue_limit = int(producer_config(settings).get("queue.buffering.max.messages", 100_000))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -218,8 +219,8 @@ class Runtime:
             producer.begin_transaction()
             for partition, task in self.tasks.items():
                 self._produce_outputs(task.part)
-                for topic, key, value in changelog_records(self.settings, task.part):
-                    self._produce(topic, value, key, partition)
+                for topic, records in changelog_records(self.settings, task.part).items():
+                    self._produce_many(topic, records, partition)
             if self.offsets:
                 offsets = [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()]
                 metadata = self.consumer.consumer_group_metadata()
@@ -288,10 +289,30 @@ class Runtime:
     def _produce_outputs(self, part: CorePartition) -> None:
         dead_letter_topic = self.settings.spec.dead_letter_topic
         for topic, records in part.drain_by_topic().items():
-            for key, value in records:
-                if topic == dead_letter_topic and len(value) > MAX_MESSAGE_BYTES - 1024:
-                    value = shrink_dead_letter(value, MAX_MESSAGE_BYTES - 1024)
-                self._produce(topic, value, key.encode("utf-8") if key is not None else None)
+            if topic == dead_letter_topic:
+                for key, value in records:
+                    if len(value) > MAX_MESSAGE_BYTES - 1024:
+                        value = shrink_dead_letter(value, MAX_MESSAGE_BYTES - 1024)
+                    self._produce(topic, value, key.encode("utf-8") if key is not None else None)
+            else:
+                self._produce_many(topic, records)
+
+    def _produce_many(self, topic: str, records: list[tuple[Any, bytes | None]], partition: int = -1) -> None:
+        """(key, value) records in order: in one produce_batch call when the local queue has room
+        for all of them (so none can be refused halfway and the rest reordered), else one by one."""
+        producer = self.producer
+        assert producer is not None
+        if len(records) > 1 and len(producer) + len(records) <= self._queue_limit:
+            messages = [{"key": key, "value": value} for key, value in records]
+            if partition >= 0:
+                queued = producer.produce_batch(topic, messages, partition=partition)
+            else:
+                queued = producer.produce_batch(topic, messages)
+            if queued != len(messages):  # not expected with room in the queue: the transaction is redone
+                raise KafkaException(next(m["_error"] for m in messages if "_error" in m))
+            return
+        for key, value in records:
+            self._produce(topic, value, key.encode("utf-8") if type(key) is str else key, partition)
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1) -> None:
         assert self.producer is not None
@@ -446,9 +467,10 @@ class TransactionCloser:
     that records keep being consumed and fed while the broker confirms it (tens of ms a time)."""
 
     def __init__(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any,
-                 bound: float = CALL_TIMEOUT_SECONDS + 15) -> None:
+                 bound: float | None = None) -> None:
         self.error: BaseException | None = None
-        self._bound = bound  # librdkafka releases the GIL while it blocks: a call past this is given up on
+        # librdkafka releases the GIL while it blocks: a call past this bound is given up on.
+        self._bound = CALL_TIMEOUT_SECONDS + 15 if bound is None else bound
         self._call: str | None = None  # the librdkafka call running now, and since when
         self._call_started = 0.0
         self._thread = threading.Thread(target=self._run, args=(producer, offsets, metadata), name="kafka-commit",
