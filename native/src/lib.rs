@@ -7,6 +7,7 @@
 //! the engine is not sure of is handed back, untouched, for Python to decide.
 
 mod decode;
+mod msgpack;
 mod output;
 mod sessions;
 mod windows;
@@ -133,8 +134,6 @@ impl Engine {
         }
     }
 }
-
-type SessionState<'py> = (i64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Vec<Option<(Option<String>, Option<String>)>>);
 
 #[pymethods]
 impl Engine {
@@ -309,48 +308,47 @@ impl Engine {
 
     // -- state ----------------------------------------------------------------------------
 
-    /// (key, state or None) per session key changed since the last call, in key order; a state is
-    /// (closed end, times as little-endian i64, (stake, win) pairs likewise, labels).
-    fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
+    /// (key, state or None when gone) per session key changed since the last call, in key order;
+    /// the state as the Python core's changelog holds it.
+    fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
         let Some(sessions) = &mut self.sessions else { return Vec::new() };
         let mut keys: Vec<Arc<str>> = sessions.changed.drain().collect();
         keys.sort();
         keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
 
-    fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<SessionState<'py>>)> {
+    fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
         let Some(sessions) = &self.sessions else { return Vec::new() };
         let mut keys: Vec<&Arc<str>> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
         keys.sort();
         keys.into_iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
 
-    /// (start, group, (count, stake, win) or None) per window of rolling `index` changed since the
+    /// ("start:group", totals or None when closed) per window of rolling `index` changed since the
     /// last call, in (start, group) order.
-    fn take_window_changes(&mut self, index: usize) -> Vec<(i64, String, Option<(i64, i128, i128)>)> {
+    fn take_window_changes<'py>(&mut self, py: Python<'py>, index: usize)
+                                -> PyResult<Vec<(String, Option<Bound<'py, PyBytes>>)>> {
         let store = &mut self.rolling[index].store;
         let mut changed: Vec<(i64, Arc<str>)> = store.changed.drain().collect();
         changed.sort();
         changed
             .into_iter()
             .map(|(start, group)| {
-                let totals = store.buckets.get(&start).and_then(|b| b.get(&group)).map(|t| (t.count, t.stake, t.win));
-                (start, group.to_string(), totals)
+                let totals = store.buckets.get(&start).and_then(|b| b.get(&group));
+                Ok((format!("{start}:{group}"), totals.map(|t| window_totals(py, t)).transpose()?))
             })
             .collect()
     }
 
-    fn all_window_states(&self, index: usize) -> Vec<(i64, String, (i64, i128, i128))> {
+    fn all_window_states<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Vec<(String, Bound<'py, PyBytes>)>> {
         let store = &self.rolling[index].store;
-        let mut all: Vec<(i64, String, (i64, i128, i128))> = store
+        let mut all: Vec<(i64, &Arc<str>, &Totals)> = store
             .buckets
             .iter()
-            .flat_map(|(&start, bucket)| {
-                bucket.iter().map(move |(group, t)| (start, group.to_string(), (t.count, t.stake, t.win)))
-            })
+            .flat_map(|(&start, bucket)| bucket.iter().map(move |(group, totals)| (start, group, totals)))
             .collect();
-        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        all
+        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        all.into_iter().map(|(start, group, totals)| Ok((format!("{start}:{group}"), window_totals(py, totals)?))).collect()
     }
 
     #[pyo3(signature = (key, state))]
@@ -405,22 +403,55 @@ impl Engine {
     }
 }
 
-fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Option<SessionState<'py>> {
-    let empty = || PyBytes::new(py, b"");
+/// One key's state as msgspec encodes the Python core's (closed end, times, amounts, labels);
+/// None when the key has no state left.
+fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Option<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(64);
     match sessions.keys.get(key) {
-        None => sessions.closed_ends.get(key).map(|&end| (end, empty(), empty(), Vec::new())),
+        None => {
+            let &end = sessions.closed_ends.get(key)?;
+            msgpack::array(&mut out, 4);
+            msgpack::int(&mut out, end as i128)?;
+            msgpack::bin(&mut out, b"");
+            msgpack::bin(&mut out, b"");
+            msgpack::array(&mut out, 0);
+        }
         Some(state) => {
             let times: Vec<u8> = state.times.iter().flat_map(|t| t.to_le_bytes()).collect();
             let amounts: Vec<u8> =
                 state.amounts.iter().flat_map(|&(s, w)| s.to_le_bytes().into_iter().chain(w.to_le_bytes())).collect();
-            let labels = state
-                .labels
-                .iter()
-                .map(|label| label.as_ref().map(|l| (l.0.as_deref().map(str::to_owned), l.1.as_deref().map(str::to_owned))))
-                .collect();
-            Some((state.closed_end.max(NO_CLOSED_END), PyBytes::new(py, &times), PyBytes::new(py, &amounts), labels))
+            msgpack::array(&mut out, 4);
+            msgpack::int(&mut out, state.closed_end.max(NO_CLOSED_END) as i128)?;
+            msgpack::bin(&mut out, &times);
+            msgpack::bin(&mut out, &amounts);
+            msgpack::array(&mut out, state.labels.len());
+            for label in &state.labels {
+                match label {
+                    None => msgpack::nil(&mut out),
+                    Some(label) => {
+                        msgpack::array(&mut out, 2);
+                        for part in [&label.0, &label.1] {
+                            match part {
+                                None => msgpack::nil(&mut out),
+                                Some(text) => msgpack::str(&mut out, text),
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
+    Some(PyBytes::new(py, &out))
+}
+
+/// A window's (count, stake, win) as msgspec encodes it.
+fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(24);
+    msgpack::array(&mut out, 3);
+    for value in [totals.count as i128, totals.stake, totals.win] {
+        msgpack::int(&mut out, value).ok_or_else(|| PyValueError::new_err("a window total is too large for its state"))?;
+    }
+    Ok(PyBytes::new(py, &out))
 }
 
 #[pymodule]

@@ -4,8 +4,8 @@
 accepts the records it is sure of. Everything about a record that is wrong stays
 here in Python, with the Python core's own decoder and dead-letter wording: the
 engine hands such a record back, untouched, and this class decides it. The state's
-wire format (changelogs, snapshots) is the Python core's too, so either core can
-restore what the other wrote.
+wire format (changelogs, snapshots) is the Python core's too, byte for byte (the engine
+writes the same MessagePack msgspec writes), so either core restores what the other wrote.
 
 `new_partition` picks the core: the compiled one when it is installed, unless
 `SESSIONIZER_CORE=python` asks for the pure-Python one (the reference it is tested
@@ -23,9 +23,9 @@ from . import envelope
 from .events import EventDecoder, Invalid, describe, usable_key
 from .partition import (STREAM_TIME_KEY, Output, Partition, PartitionStats, _decode_time, _encode_time,
                         _late_detail)
-from .sessions import _STATE, _STATE_DECODER
+from .sessions import _STATE_DECODER
 from .spec import JobSpec
-from .windows import _TOTALS, _TOTALS_DECODER
+from .windows import _TOTALS_DECODER
 
 try:
     import sessionizer_native
@@ -172,11 +172,9 @@ class NativePartition:
         changes: dict[str, list[tuple[str, bytes | None]]] = {}
         engine = self._engine
         if self.spec.sessions is not None:
-            changes["sessions"] = [(key, None if state is None else _STATE.encode(state))
-                                   for key, state in engine.take_session_changes()]
+            changes["sessions"] = engine.take_session_changes()
         for index, (name, _, _) in enumerate(self._rolling):
-            changes[name] = [(f"{start}:{group}", None if totals is None else _TOTALS.encode(totals))
-                             for start, group, totals in engine.take_window_changes(index)]
+            changes[name] = engine.take_window_changes(index)
         if self.stream_time != self._saved_stream_time:
             self._saved_stream_time = self.stream_time
             for records in changes.values():
@@ -187,11 +185,9 @@ class NativePartition:
         time_record = (STREAM_TIME_KEY, _encode_time(self.stream_time))
         snapshot: dict[str, list[tuple[str, bytes | None]]] = {}
         if self.spec.sessions is not None:
-            snapshot["sessions"] = [time_record, *((key, None if state is None else _STATE.encode(state))
-                                                   for key, state in self._engine.all_session_states())]
+            snapshot["sessions"] = [time_record, *self._engine.all_session_states()]
         for index, (name, _, _) in enumerate(self._rolling):
-            snapshot[name] = [time_record, *((f"{start}:{group}", _TOTALS.encode(totals))
-                                             for start, group, totals in self._engine.all_window_states(index))]
+            snapshot[name] = [time_record, *self._engine.all_window_states(index)]
         return snapshot
 
     def restore(self, store_name: str, records: Any) -> None:
