@@ -20,9 +20,9 @@ from typing import Any, Callable
 import orjson
 
 from . import envelope
-from .events import EventDecoder, Invalid, describe, usable_key
+from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
 from .partition import (STREAM_TIME_KEY, Output, Partition, PartitionStats, _decode_time, _encode_time,
-                        _late_detail)
+                        _late_detail, missing_group_detail, window_lateness)
 from .sessions import _STATE_DECODER
 from .spec import JobSpec
 from .windows import _TOTALS_DECODER
@@ -76,7 +76,7 @@ class NativePartition:
         sessions = None if s is None else (s.rules.gap, s.rules.grace, s.rules.max_duration, s.rules.max_events,
                                            orjson.dumps(s.event_name), s.stamp_end)
         self._engine = native.Engine(
-            f.key, None if f.time == "@timestamp" else f.time, f.stake, f.win, f.game_code, f.channel,
+            f.key, None if f.time == KAFKA_TIMESTAMP else f.time, f.stake, f.win, f.game_code, f.channel,
             sorted(f.events), list(group_paths), sessions,
             [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index)
              for r, (_, index, _) in zip(spec.rolling, self._rolling)],
@@ -258,13 +258,10 @@ class NativePartition:
         missing_at = dict(missing)
         for index, (name, _, path) in enumerate(self._rolling):
             if index in missing_at:
-                detail = f"{path}: {describe(missing_at[index])} is not a group (a non-empty string or an integer)"
-                self._dead_letter("missing_group", detail, name, raw, source, key)
+                self._dead_letter("missing_group", missing_group_detail(path, missing_at[index]), name, raw, source,
+                                  key)
             elif index + 1 in late:
-                if late[index + 1] == self._partially_late:
-                    why, error = "some of its windows are closed; it counts in the others", "partially_late"
-                else:
-                    why, error = "all its windows are closed", "late"
+                error, why = window_lateness(partially=late[index + 1] == self._partially_late)
                 self._dead_letter(error, _late_detail(time, now, name, why), name, raw, source, key)
 
     def _dead_letter(self, error: str, detail: str, aggregation: str | None, raw: bytes | None,

@@ -105,10 +105,7 @@ class Partition:
                 group = found
             outcome = store.offer(group, time, stake, win, now)
             if outcome != ADDED:
-                if outcome == LATE:
-                    why, error = "all its windows are closed", "late"
-                else:
-                    why, error = "some of its windows are closed; it counts in the others", "partially_late"
+                error, why = window_lateness(partially=outcome != LATE)
                 self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
 
     def feed_lines(self, lines: list[bytes], label: str, first_line: int) -> None:
@@ -282,7 +279,18 @@ class _Rolling:
         self.emit = emit
 
     def missing_group_detail(self, value: Any) -> str:
-        return f"{self.group_path}: {describe(value)} is not a group (a non-empty string or an integer)"
+        return missing_group_detail(self.group_path, value)
+
+
+def missing_group_detail(path: str | None, value: Any) -> str:
+    return f"{path}: {describe(value)} is not a group (a non-empty string or an integer)"
+
+
+def window_lateness(partially: bool) -> tuple[str, str]:
+    """(error code, why) of a record that missed some (partially) or all of its rolling windows."""
+    if partially:
+        return "partially_late", "some of its windows are closed; it counts in the others"
+    return "late", "all its windows are closed"
 
 
 def _late_detail(time: int, now: int, aggregation: str, why: str) -> str:
