@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load_config
+from .core.native import CoreChoiceError, core_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if args.command in ("replay", "run"):
+            core_name()  # a wrong SESSIONIZER_CORE fails here, before any work
         if args.command == "replay":
             return _replay(args)
         if args.command == "generate":
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return _forward(args)
     except ConfigError as error:
         return _fail(f"config: {error}")
+    except CoreChoiceError as error:
+        return _fail(str(error))
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands

@@ -55,7 +55,7 @@ def test_committed_output_equals_replay_per_partition(bootstrap, tmp_path):
     assert run.stop() == 0
     assert_same_as_replay(job, per_partition)
     log = run.log_text()
-    assert "msg=status" in log and "Traceback" not in log
+    assert "msg=status" in log and "Traceback" not in log and " core=native" in log
 
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(bootstrap, tmp_path):
@@ -118,3 +118,18 @@ def test_two_processes_in_one_group_one_killed_midway(bootstrap, tmp_path):
     assert second.stop() == 0
     assert_same_as_replay(job, per_partition)
     assert "assigned" in first.log_text() and "assigned" in second.log_text()
+
+
+def test_the_pure_python_core_on_kafka_commits_what_the_compiled_one_replays(bootstrap, tmp_path, monkeypatch):
+    """The runtime drives either core: live on the pure-Python one (as without the compiled core
+    built), replay on the compiled one, the same records."""
+    job = Job(bootstrap, "python-core", 2, tmp_path)
+    lines, chosen = with_sentinels(job, stream(40_000, 800, seed=23))
+    per_partition = job.produce(lines, chosen)
+    monkeypatch.setenv("SESSIONIZER_CORE", "python")
+    run = job.start("py", runtime='idle_timeout = "off"')
+    job.wait_until_consumed(300, [run])
+    assert run.stop() == 0
+    assert " core=python" in run.log_text()
+    monkeypatch.setenv("SESSIONIZER_CORE", "native")
+    assert_same_as_replay(job, per_partition)

@@ -1,6 +1,7 @@
 """`sessionizer replay` as a user runs it: a subprocess, files in, files out, exit codes."""
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,9 @@ size = 100
 """
 
 
-def replay(*args, stdin=None, cwd=None):
+def replay(*args, stdin=None, cwd=None, env=None):
     return subprocess.run([str(SESSIONIZER), "replay", *map(str, args)], input=stdin, capture_output=True,
-                          timeout=120, cwd=cwd)
+                          timeout=120, cwd=cwd, env=env)
 
 
 def read_topic(out_dir: Path, topic: str) -> list[dict]:
@@ -178,3 +179,13 @@ def test_a_corrupt_gzip_mid_file_names_the_file(tmp_path, simple_config):
     assert done.returncode == 2
     assert f"{data}: cannot read the input" in done.stderr.decode()
     assert b"Traceback" not in done.stderr
+
+
+def test_an_unknown_core_fails_at_start_naming_the_variable(tmp_path, simple_config):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"user_id":"a","timestamp":1}\n')
+    done = replay("--config", simple_config, "--output-dir", tmp_path / "o", data,
+                  env={**os.environ, "SESSIONIZER_CORE": "fast"})
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == "sessionizer: error: SESSIONIZER_CORE: 'fast' is neither 'native' nor 'python'"
+    assert not (tmp_path / "o").exists()

@@ -39,16 +39,25 @@ def native_available() -> bool:
     return sessionizer_native is not None
 
 
-def new_partition(spec: JobSpec, track_changes: bool = False,
-                  describe_source: Callable[[Any], Any] | None = None) -> Any:
-    """A `Partition` of the core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built)."""
+class CoreChoiceError(ValueError):
+    """SESSIONIZER_CORE names a core that is not there."""
+
+
+def core_name() -> str:
+    """The core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built)."""
     wanted = os.environ.get(CORE_ENV, "").strip().lower()
     if wanted not in ("", "native", "python"):
-        raise ValueError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
-    if wanted == "python" or (wanted == "" and sessionizer_native is None):
+        raise CoreChoiceError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
+    if wanted == "native" and sessionizer_native is None:
+        raise CoreChoiceError(f"{CORE_ENV}=native, but sessionizer_native is not installed (make venv builds it)")
+    return wanted or ("python" if sessionizer_native is None else "native")
+
+
+def new_partition(spec: JobSpec, track_changes: bool = False,
+                  describe_source: Callable[[Any], Any] | None = None) -> Any:
+    """A `Partition` of the core `core_name()` says."""
+    if core_name() == "python":
         return Partition(spec, track_changes, describe_source)
-    if sessionizer_native is None:
-        raise RuntimeError(f"{CORE_ENV}=native, but sessionizer_native is not installed (make venv builds it)")
     return NativePartition(spec, track_changes, describe_source)
 
 

@@ -31,7 +31,7 @@ from ..config import RunSettings
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
 from ..core.events import KAFKA_TIMESTAMP
-from ..core.native import CorePartition, new_partition
+from ..core.native import CorePartition, core_name, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
 from .topics import TopicError, ensure_topics
@@ -91,7 +91,7 @@ class Runtime:
     def run(self) -> int:
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
-                                    "transactional_id": self.settings.transactional_id})
+                                    "transactional_id": self.settings.transactional_id, "core": core_name()})
         check_access(self.settings)
         self._retry("create topics", self._ensure_topics)
         self.producer = self._retry("start the transactional producer", self._new_producer)
