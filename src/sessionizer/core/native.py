@@ -21,8 +21,8 @@ import orjson
 
 from . import envelope
 from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
-from .partition import (STREAM_TIME_KEY, Output, Partition, PartitionStats, _decode_time, _encode_time,
-                        _late_detail, missing_group_detail, window_lateness)
+from .partition import (STREAM_TIME_KEY, Partition, PartitionStats, _decode_time, _encode_time, _late_detail,
+                        missing_group_detail, replay_record, window_lateness)
 from .sessions import _STATE_DECODER
 from .spec import JobSpec
 from .windows import _TOTALS_DECODER
@@ -69,7 +69,6 @@ class NativePartition:
         native = sessionizer_native
         assert native is not None
         self.spec = spec
-        self.track_changes = track_changes
         self._describe_source = describe_source
         self._stats = PartitionStats()
         self._saved_stream_time = -1
@@ -90,7 +89,9 @@ class NativePartition:
             [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index)
              for r, (_, index, _) in zip(spec.rolling, self._rolling)],
             track_changes)
-        self._store_names = (["sessions"] if s is not None else []) + [r.topic for r in spec.rolling]
+        # The engine's outputs in its order (sessions first), and each rolling store's index.
+        self._output_topics = ([s.topic] if s is not None else []) + [r.topic for r in spec.rolling]
+        self._window_index = {r.topic: index for index, r in enumerate(spec.rolling)}
         self._late, self._fallback, self._partially_late = native.LATE, native.FALLBACK, native.PARTIALLY_LATE
 
     # -- driving ---------------------------------------------------------------------------
@@ -110,9 +111,7 @@ class NativePartition:
             index, outcome = engine.feed_lines(lines, index)
             if not outcome:
                 return
-            line = lines[index]
-            raw = line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
-            self._follow_up(outcome, raw, (label, first_line + index), None)
+            self._follow_up(outcome, replay_record(lines[index]), (label, first_line + index), None)
             index += 1
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
@@ -140,7 +139,7 @@ class NativePartition:
 
     def drain_by_topic(self) -> dict[str, list[tuple[str | None, bytes]]]:
         drained: dict[str, list[tuple[str | None, bytes]]] = {}
-        for topic, records in zip(self._store_topics(), self._engine.drain()):
+        for topic, records in zip(self._output_topics, self._engine.drain()):
             if records:
                 drained[topic] = records
                 self._stats.out[topic] += len(records)
@@ -150,9 +149,7 @@ class NativePartition:
             self._dead_letters = []
         return drained
 
-    def drain(self) -> list[Output]:
-        return [Output(topic, key, value) for topic, records in self.drain_by_topic().items()
-                for key, value in records]
+    drain = Partition.drain  # (it only calls drain_by_topic)
 
     @property
     def has_pending(self) -> bool:
@@ -170,10 +167,6 @@ class NativePartition:
     @property
     def open_windows(self) -> int:
         return self._engine.open_windows()
-
-    @property
-    def store_names(self) -> list[str]:
-        return list(self._store_names)
 
     # -- state: the Python core's formats ---------------------------------------------------
 
@@ -201,8 +194,7 @@ class NativePartition:
 
     def restore(self, store_name: str, records: Any) -> None:
         engine = self._engine
-        window = None if store_name == "sessions" else self._store_names.index(store_name) - (
-            1 if self.spec.sessions is not None else 0)
+        window = None if store_name == "sessions" else self._window_index[store_name]
         for key, value in records:
             if key == STREAM_TIME_KEY:
                 if value is not None:
@@ -219,10 +211,6 @@ class NativePartition:
         self._saved_stream_time = self.stream_time
 
     # -- what the engine hands back ----------------------------------------------------------
-
-    def _store_topics(self) -> list[str]:
-        s = self.spec.sessions
-        return ([s.topic] if s is not None else []) + [r.topic for r in self.spec.rolling]
 
     def _follow_up(self, outcome: int, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
         if outcome == self._fallback:

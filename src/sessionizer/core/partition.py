@@ -113,7 +113,7 @@ class Partition:
         Blank lines are passed over."""
         feed = self.feed
         for index, line in enumerate(lines):
-            raw = line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
+            raw = replay_record(line)
             if raw and not raw.isspace():
                 feed(raw, (label, first_line + index))
 
@@ -187,10 +187,6 @@ class Partition:
         named: dict[str, Any] = {"sessions": self.sessions} if self.sessions is not None else {}
         named.update((rolling.store.name, rolling.store) for rolling in self.rolling)
         return named
-
-    @property
-    def store_names(self) -> list[str]:
-        return list(self.stores)
 
     def take_changes(self) -> dict[str, list[tuple[str, bytes | None]]]:
         """Per store, (key, state or None) for what changed since the last call, stream time included.
@@ -280,6 +276,11 @@ class _Rolling:
 
     def missing_group_detail(self, value: Any) -> str:
         return missing_group_detail(self.group_path, value)
+
+
+def replay_record(line: bytes) -> bytes:
+    """A replay file's line without its end (blank or whitespace-only ones are no record)."""
+    return line.rstrip(b"\r\n") if line[-1:] == b"\n" else line
 
 
 def missing_group_detail(path: str | None, value: Any) -> str:
