@@ -80,7 +80,7 @@ class Runtime:
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
-        self._queue_limit = int(producer_config(settings).get("queue.buffering.max.messages", 100_000))
+        self._queue_limit = 0  # messages the producer's local queue holds (set with the producer)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -382,7 +382,9 @@ class Runtime:
         log.info("topics ready", extra={"input_partitions": partitions})
 
     def _new_producer(self) -> Producer:
-        producer = Producer({**producer_config(self.settings), "error_cb": self._on_client_error})
+        config = producer_config(self.settings)
+        producer = Producer({**config, "error_cb": self._on_client_error})
+        self._queue_limit = int(config["queue.buffering.max.messages"])
         producer.poll(0)  # serves an `oauth_cb`: without a token init_transactions waits for nothing
         producer.init_transactions(CALL_TIMEOUT_SECONDS)
         return producer
