@@ -174,7 +174,7 @@ impl SessionStore {
     #[allow(clippy::too_many_arguments)]
     pub fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
                  now: i64) -> bool {
-        let (cut, count);
+        let (cut, count, previous);
         match self.keys.get(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
@@ -183,6 +183,7 @@ impl SessionStore {
                 }
                 cut = true;
                 count = 0;
+                previous = None;
             }
             Some(state) => {
                 if time <= state.closed_end {
@@ -202,6 +203,7 @@ impl SessionStore {
                 count = (state.times.len() - first) as i64;
                 cut = count >= self.max_events || time - last > self.rules.gap
                     || time - state.times[first] > self.max_duration;
+                previous = state.labels.last().cloned().flatten();
             }
         }
         let new_count = if cut { 1 } else { count + 1 };
@@ -214,7 +216,6 @@ impl SessionStore {
             return false;
         }
         // A player's records mostly share the previous one's (game, channel): reuse it.
-        let previous = self.keys.get(key).and_then(|state| state.labels.last().cloned().flatten());
         let label = match previous {
             Some(label) if label.0.as_deref() == game && label.1.as_deref() == channel => Some(label),
             _ => self.label(game, channel),

@@ -86,16 +86,19 @@ impl WindowStore {
             }
             HashMap::default()
         });
-        let group = match bucket.get_key_value(group) {
-            Some((rc, _)) => rc.clone(),
-            None => Arc::from(group),
-        };
-        let totals = bucket.entry(group.clone()).or_default();
-        totals.count += 1;
-        totals.stake += stake as i128;
-        totals.win += win as i128;
+        match bucket.get_mut(group) {
+            Some(totals) => {
+                totals.count += 1;
+                totals.stake += stake as i128;
+                totals.win += win as i128;
+            }
+            None => {
+                bucket.insert(Arc::from(group), Totals { count: 1, stake: stake as i128, win: win as i128 });
+            }
+        }
         if self.track_changes {
-            self.changed.insert((start, group));
+            let (shared, _) = bucket.get_key_value(group).unwrap(); // the map's own Arc, not a new string
+            self.changed.insert((start, shared.clone()));
         }
     }
 
