@@ -301,6 +301,13 @@ impl Engine {
             || self.rolling.iter().any(|r| !r.store.changed.is_empty())
     }
 
+    /// Open sessions (when there are sessions), then open (group, window) pairs per rolling aggregation.
+    fn open_counts(&self) -> Vec<usize> {
+        self.sessions.iter().map(SessionStore::open_count)
+            .chain(self.rolling.iter().map(|r| r.store.open_count()))
+            .collect()
+    }
+
     fn open_windows(&self) -> usize {
         self.sessions.as_ref().map_or(0, SessionStore::open_count)
             + self.rolling.iter().map(|r| r.store.open_count()).sum::<usize>()

@@ -113,13 +113,14 @@ def run(core, job, feed_lines, track_changes):
     out, changes = [], []
     for n, raw in enumerate(feed_lines):
         part.feed(raw, n)
-        out.append(part.drain_by_topic())
+        out.append((part.has_output, part.open_counts, part.drain_by_topic()))
         if track_changes:
             changes.append(part.take_changes())
     part.end_of_input()
-    out.append(part.drain_by_topic())
+    out.append((part.has_output, part.open_counts, part.drain_by_topic()))
     stats = part.stats
-    return out, changes, (stats.read, stats.valid, stats.skipped, dict(stats.dead_letters), dict(stats.out))
+    return out, changes, (stats.read, stats.valid, stats.skipped, dict(stats.dead_letters), dict(stats.out),
+                          dict(stats.dead_letters_by))
 
 
 @given(jobs, lines, st.booleans())
@@ -159,5 +160,5 @@ def test_each_core_restores_what_the_other_wrote(job, feed_lines, cut):
         part.end_of_input()
         out.append(part.drain())
         flat = [o for batch in out for o in batch]
-        assert flat == [o for batch in expected for topic, recs in batch.items() for o in
+        assert flat == [o for _, _, batch in expected for topic, recs in batch.items() for o in
                         [(topic, k, v) for k, v in recs]]

@@ -21,7 +21,7 @@ import orjson
 
 from . import envelope
 from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
-from .partition import (STREAM_TIME_KEY, Partition, PartitionStats, _decode_time, _encode_time, _late_detail,
+from .partition import (NO_AGGREGATION, STREAM_TIME_KEY, Partition, PartitionStats, _decode_time, _encode_time, _late_detail,
                         missing_group_detail, replay_record, window_lateness)
 from .sessions import _STATE_DECODER
 from .spec import JobSpec
@@ -92,6 +92,7 @@ class NativePartition:
         # The engine's outputs in its order (sessions first), and each rolling store's index.
         self._output_topics = ([s.topic] if s is not None else []) + [r.topic for r in spec.rolling]
         self._window_index = {r.topic: index for index, r in enumerate(spec.rolling)}
+        self._store_names = (["sessions"] if s is not None else []) + [r.topic for r in spec.rolling]
         self._late, self._fallback, self._partially_late = native.LATE, native.FALLBACK, native.PARTIALLY_LATE
 
     # -- driving ---------------------------------------------------------------------------
@@ -167,6 +168,14 @@ class NativePartition:
     @property
     def open_windows(self) -> int:
         return self._engine.open_windows()
+
+    @property
+    def open_counts(self) -> dict[str, int]:
+        return dict(zip(self._store_names, self._engine.open_counts()))
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._dead_letters) or self._engine.has_output()
 
     # -- state: the Python core's formats ---------------------------------------------------
 
@@ -267,6 +276,7 @@ class NativePartition:
             source = self._describe_source(source)
         self._dead_letters.append((key, envelope.dead_letter(error, detail, aggregation, raw, source)))
         self._stats.dead_letters[error] += 1
+        self._stats.dead_letters_by[(error, aggregation or NO_AGGREGATION)] += 1
 
 
 

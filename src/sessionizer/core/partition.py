@@ -27,6 +27,7 @@ from .times import format_time
 from .windows import ADDED, LATE, WindowStore
 
 NO_TIME = -1  # stream time before any valid record
+NO_AGGREGATION = "none"  # a dead letter about the record itself, not about one aggregation
 STREAM_TIME_KEY = ""  # state key of the partition's stream time (input keys and window keys are never empty)
 
 
@@ -42,6 +43,7 @@ class PartitionStats:
     valid: int = 0
     skipped: int = 0  # by the `events` filter
     dead_letters: Counter = field(default_factory=Counter)  # by error code
+    dead_letters_by: Counter = field(default_factory=Counter)  # by (error code, aggregation or NO_AGGREGATION)
     out: Counter = field(default_factory=Counter)  # final records by topic (counted when drained)
 
 
@@ -224,8 +226,17 @@ class Partition:
     @property
     def open_windows(self) -> int:
         """Open sessions plus open (group, window) pairs."""
-        count = self.sessions.open_count if self.sessions is not None else 0
-        return count + sum(rolling.store.open_count for rolling in self.rolling)
+        return sum(self.open_counts.values())
+
+    @property
+    def open_counts(self) -> dict[str, int]:
+        """Open sessions, and open (group, window) pairs per rolling aggregation, by store name."""
+        return {name: store.open_count for name, store in self.stores.items()}
+
+    @property
+    def has_output(self) -> bool:
+        """Final records not drained yet."""
+        return any(self._out.values())
 
     # -- output ------------------------------------------------------------------
 
@@ -259,6 +270,7 @@ class Partition:
         self._out[self.spec.dead_letter_topic].append((key, envelope.dead_letter(error, detail, aggregation, raw,
                                                                                  source)))
         self.stats.dead_letters[error] += 1
+        self.stats.dead_letters_by[(error, aggregation or NO_AGGREGATION)] += 1
 
 
 class _Rolling:
