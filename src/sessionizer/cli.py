@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--config", required=True, help="the TOML config")
     replay.add_argument("--output-dir", required=True, help="where DIR/<topic>.jsonl files are written")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    replay.add_argument("--metrics-file", metavar="PATH",
+                        help="also write the counters in the Prometheus text format to PATH at the end")
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help="JSON-lines files, .gz too; - is stdin")
 
     run = commands.add_parser("run", help="run the aggregation on Kafka, exactly once (until SIGTERM/SIGINT)")
@@ -72,6 +74,13 @@ def _replay(args: argparse.Namespace) -> int:
     except ReplayError as error:
         return _fail(str(error))
     print(summary(result), file=sys.stderr)
+    if args.metrics_file:
+        from .monitoring.metrics import write_replay_metrics
+
+        try:
+            write_replay_metrics(args.metrics_file, result.stats, result.elapsed)
+        except OSError as error:
+            return _fail(f"{args.metrics_file}: cannot write the metrics file ({error.strerror})")
     return 0
 
 

@@ -154,6 +154,14 @@ class XtremepushTable(_Table):
     max_retry_delay: Duration = "60s"
 
 
+class MetricsTable(_Table):
+    """The monitoring endpoints of `run` and `forward`: /metrics, /healthz, /readyz and a status page."""
+
+    port: int | None = None  # off unless set
+    host: str = "127.0.0.1"  # "0.0.0.0" in a container, so the kubelet and Prometheus reach it
+    stuck_after: Duration = "60s"  # /healthz turns 503 when the main loop has not moved for this long
+
+
 class ConfigFile(_Table):
     input: InputTable = msgspec.field(default_factory=InputTable)
     sessions: SessionsTable | None = None
@@ -162,6 +170,7 @@ class ConfigFile(_Table):
     kafka: KafkaTable = msgspec.field(default_factory=KafkaTable)
     runtime: RuntimeTable = msgspec.field(default_factory=RuntimeTable)
     xtremepush: XtremepushTable | None = None
+    metrics: MetricsTable = msgspec.field(default_factory=MetricsTable)
 
 
 _DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
@@ -179,6 +188,13 @@ def parse_duration(value: Any, key: str) -> int:
         if match:
             return int(match.group(1)) * _UNIT_MS[match.group(2)]
     raise ConfigError(f"{key}: {value!r} is not a duration (like \"250ms\", \"30s\", \"10m\", \"2h\", or milliseconds)")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    host: str
+    port: int  # 0: any free port (tests)
+    stuck_after_s: float
 
 
 @dataclass(frozen=True)
@@ -200,6 +216,8 @@ class RunSettings:
     status_interval_ms: int | None
     log_format: str
     platform: PlatformSettings  # how to reach and authenticate to Kafka (secrets inside: never logged)
+    metrics: MetricsSettings | None = None  # None: no monitoring endpoints
+    config: ConfigFile | None = None  # the file as read, shown on the status page
 
     def changelog_topic(self, store: str) -> str:
         """Kafka Streams' naming: <application id>-<store>-changelog."""
@@ -260,7 +278,22 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         status_interval_ms=_optional_duration(r.status_interval, "runtime.status_interval"),
         log_format=r.log_format,
         platform=platform,
+        metrics=build_metrics_settings(config.metrics),
+        config=config,
     )
+
+
+def build_metrics_settings(table: MetricsTable) -> MetricsSettings | None:
+    if table.port is None:
+        return None
+    if not 0 <= table.port <= 65535:
+        raise ConfigError(f"metrics.port: {table.port} is not a TCP port (0-65535)")
+    if not table.host.strip():
+        raise ConfigError("metrics.host: empty; give an address to listen on, like \"127.0.0.1\" or \"0.0.0.0\"")
+    stuck_after = parse_duration(table.stuck_after, "metrics.stuck_after")
+    if stuck_after <= 0:
+        raise ConfigError("metrics.stuck_after: must be more than 0")
+    return MetricsSettings(table.host, table.port, stuck_after / 1000)
 
 
 # librdkafka settings the exactly-once runtime depends on: not to be overridden.

@@ -13,12 +13,19 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from .. import __version__
 from ..core.envelope import dead_letter
 from ..kafka.clients import KAFKA_LOG, check_access, new_admin
 from ..kafka.topics import ensure_dead_letter_topic
+from ..monitoring.health import Health
+from ..monitoring.metrics import ForwardMetrics, new_registry
+from ..monitoring.redact import redact
+from ..monitoring.server import Monitor, MonitoringServer
+from ..monitoring.status import Snapshot
 from ..shutdown import STOP
 from .settings import ForwardSettings
 from .targets import HttpTarget, Item, KafkaTarget, Rejection, Stopped, event_id
@@ -42,6 +49,22 @@ class Forwarder:
                                       "enable.idempotence": True})
         self.delivered = 0
         self.rejected = 0
+        self.retries = 0
+        self.retries_pending = 0  # retries of the batch being delivered
+        self.metrics = ForwardMetrics(new_registry(), settings.kind)
+        metrics_settings = source.metrics
+        self.health = Health(metrics_settings.stuck_after_s if metrics_settings else 60.0)
+        self.monitor = Monitor("sessionizer forward", {
+            "mode": "forward", "to": settings.kind, "topics": ",".join(settings.topics), "group": settings.group_id,
+            "version": __version__,
+        }, self.health, self.metrics.registry, {
+            "config file": redact(msgspec.to_builtins(source.config)) if source.config is not None else {},
+            "target": redact({"kind": settings.kind, "topic": settings.target_topic, "url": settings.url,
+                              **settings.target_properties}),
+        })
+        self.target.backoff.on_retry = self._on_retry
+        self.metrics.info.info({"version": __version__, "mode": "forward", "target": settings.kind,
+                                "group": settings.group_id})
 
     @property
     def stopping(self) -> bool:
@@ -52,11 +75,18 @@ class Forwarder:
         ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
         log.info("forwarding", extra={"topics": ",".join(self.settings.topics), "to": self.settings.kind,
                                       "group": self.settings.group_id})
-        self.consumer.subscribe(self.settings.topics)
-        last_status = time.monotonic()
+        metrics_settings = self.settings.source.metrics
+        server = None
+        if metrics_settings is not None:
+            server = MonitoringServer(self.monitor, metrics_settings.host, metrics_settings.port)
+        self.health.not_ready("waiting for the consumer group to assign partitions")
+        self.consumer.subscribe(self.settings.topics, on_assign=self._on_assign)
+        last_status = last_observed = time.monotonic()
         try:
             while not self.stopping:
+                self.health.beat("consuming")
                 messages = self.consumer.consume(num_messages=self.settings.max_batch, timeout=0.5)
+                read_at = time.monotonic()
                 items = self._items(messages)
                 if items:
                     try:
@@ -66,15 +96,53 @@ class Forwarder:
                         break
                     self._dead_letter(rejections)
                     self._commit(items)
-                    self.delivered += len(items) - len(rejections)
-                    self.rejected += len(rejections)
+                    self._delivered(len(items), len(rejections), read_at)
                 if time.monotonic() - last_status > 10:
                     last_status = time.monotonic()
                     log.info("status", extra={"delivered": self.delivered, "rejected": self.rejected})
+                if time.monotonic() - last_observed >= 1:
+                    last_observed = time.monotonic()
+                    self._observe()
         finally:
             self.consumer.close()
+            if server is not None:
+                server.close()
         log.info("stopped", extra={"delivered": self.delivered, "rejected": self.rejected})
         return 0
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.retries_pending == 0:
+            self.health.set_ready(f"consuming {len(self.consumer.assignment()) or len(partitions)} partition(s)")
+            self.metrics.ready.set(1)
+
+    def _on_retry(self, delay: float) -> None:
+        """A delivery failed and is retried after `delay`: waiting on purpose, not stuck; not ready meanwhile."""
+        self.retries += 1
+        self.retries_pending += 1
+        self.metrics.retries.inc()
+        self.health.beat("retrying a delivery")
+        self.health.not_ready(f"delivery to Xtremepush failing: retry {self.retries_pending} in {delay:.1f} s")
+        self.metrics.ready.set(0)
+
+    def _delivered(self, count: int, rejected: int, read_at: float) -> None:
+        self.delivered += count - rejected
+        self.rejected += rejected
+        metrics = self.metrics
+        metrics.delivered.inc(count - rejected)
+        if rejected:
+            metrics.rejected.inc(rejected)
+            metrics.rejected_batches.inc()
+        metrics.latency.observe(time.monotonic() - read_at)
+        metrics.last_delivery.set(time.time())
+        if self.retries_pending:
+            self.retries_pending = 0
+            self.health.set_ready("delivering again")
+            metrics.ready.set(1)
+
+    def _observe(self) -> None:
+        self.monitor.throughput.sample(self.delivered)
+        self.monitor.snapshot = Snapshot(extra={"delivered": self.delivered, "rejected": self.rejected,
+                                                "retries": self.retries})
 
     def _items(self, messages: list) -> list[Item]:
         items = []
@@ -104,6 +172,7 @@ class Forwarder:
                                  {"topic": item.topic, "partition": item.partition, "offset": item.offset,
                                   "event_id": str(item.event_id)})
             self.dead_letters.produce(topic, letter, item.key.encode() if item.key else None)
+            self.monitor.dead_letters.append(letter)
         if self.dead_letters.flush(60) != 0:
             raise RuntimeError(f"dead letters for rejected records not delivered to {topic}: stopping uncommitted")
 

@@ -60,6 +60,7 @@ class Backoff:
     def __init__(self, cap_s: float, base_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                  rand: Callable[[], float] = random.random) -> None:
         self.cap_s, self.base_s, self.sleep, self.rand = cap_s, base_s, sleep, rand
+        self.on_retry: Callable[[float], None] = lambda delay: None  # told of each retry (metrics, health)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -68,6 +69,7 @@ class Backoff:
 
     def wait(self, attempt: int, retry_after: float | None = None) -> float:
         delay = self.delay(attempt, retry_after)
+        self.on_retry(delay)
         self.sleep(delay)
         return delay
 

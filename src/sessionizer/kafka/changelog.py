@@ -26,9 +26,10 @@ from .topics import store_names
 log = logging.getLogger("sessionizer.changelog")
 
 
-def restore_partitions(settings: RunSettings, partitions: list[int],
-                       make: Callable[[int], Partition]) -> dict[int, Partition]:
-    """Fresh Partitions for `partitions`, loaded from the changelog up to its last committed record."""
+def restore_partitions(settings: RunSettings, partitions: list[int], make: Callable[[int], Partition],
+                       progress: Callable[[], None] = lambda: None) -> tuple[dict[int, Partition], int]:
+    """Fresh Partitions for `partitions`, loaded from the changelog up to its last committed record,
+    and how many changelog records that took; `progress` is called as batches come in."""
     started = time.monotonic()
     parts = {p: make(p) for p in partitions}
     topic_store = {settings.changelog_topic(store): store for store in store_names(settings)}
@@ -47,6 +48,7 @@ def restore_partitions(settings: RunSettings, partitions: list[int],
             consumer.assign(assignment)
         last_report = time.monotonic()
         while remaining:
+            progress()
             batch: dict[tuple[str, int], list[tuple[str, bytes | None]]] = defaultdict(list)
             for message in consumer.consume(num_messages=20_000, timeout=0.1):
                 error = message.error()
@@ -77,7 +79,7 @@ def restore_partitions(settings: RunSettings, partitions: list[int],
         "partitions": ",".join(map(str, sorted(partitions))) or "-", "changelog_records": applied,
         "open_windows": sum(part.open_windows for part in parts.values()),
         "seconds": round(time.monotonic() - started, 3)})
-    return parts
+    return parts, applied
 
 
 def changelog_records(settings: RunSettings, partition: Partition) -> dict[str, list[tuple[str, bytes | None]]]:

@@ -25,15 +25,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from .. import __version__
 from ..config import RunSettings
+from ..monitoring.health import Health
+from ..monitoring.metrics import RunMetrics, StatsMark, Tally, new_registry
+from ..monitoring.server import Monitor, MonitoringServer
+from ..monitoring.status import PartitionRow, Snapshot
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
 from ..core.events import KAFKA_TIMESTAMP
 from ..core.native import CorePartition, core_name, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
+from ..monitoring.redact import redact
 from .topics import TopicError, ensure_topics
 
 log = logging.getLogger("sessionizer.run")
@@ -42,6 +49,8 @@ PARTITION_EOF = KafkaError._PARTITION_EOF
 POLL_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 30.0
+OBSERVE_SECONDS = 1.0  # how often gauges and the status page are brought up to date
+DEFAULT_STUCK_AFTER_SECONDS = 60.0
 # Connection-level errors: Kafka may be gone; transactional calls wait until it is back.
 OUTAGE_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 
@@ -55,6 +64,8 @@ class PartitionTask:
     last_record_time: int  # stream time then
     next_offset: int  # the offset after the last record fed (at first, the committed offset)
     at_end: bool = False  # the consumer has reached the partition's end since that record
+    mark: StatsMark = field(default_factory=StatsMark)  # its counts when the last transaction was made
+    final_since: float | None = None  # monotonic: when its oldest final record not in a transaction appeared
 
 
 @dataclass
@@ -81,6 +92,16 @@ class Runtime:
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
         self._queue_limit = 0  # messages the producer's local queue holds (set with the producer)
+        self.metrics = RunMetrics(new_registry())
+        self.health = Health(settings.metrics.stuck_after_s if settings.metrics else DEFAULT_STUCK_AFTER_SECONDS)
+        self._restoring: list[int] | None = None  # partitions being restored now
+        self._assigned_once = False  # the group has given this member its (maybe empty) share
+        self._last_observed = 0.0
+        self.monitor = Monitor("sessionizer run", {
+            "mode": "run", "input": self._input, "group": settings.group_id, "client": settings.client_id,
+            "transactional id": settings.transactional_id, "core": core_name(), "version": __version__,
+        }, self.health, self.metrics.registry, {}, self.metrics.recent_dead_letters)
+        self._server: MonitoringServer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -92,6 +113,29 @@ class Runtime:
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
                                     "transactional_id": self.settings.transactional_id, "core": core_name()})
+        self._start_monitoring()
+        try:
+            return self._run()
+        finally:
+            if self._server is not None:
+                self._server.close()
+
+    def _start_monitoring(self) -> None:
+        settings, metrics = self.settings, self.metrics
+        metrics.info.info({"version": __version__, "mode": "run", "core": core_name(), "group": settings.group_id,
+                           "input_topic": self._input, "client_id": settings.client_id})
+        metrics.commit_interval.set(settings.commit_interval_ms / 1000)
+        metrics.last_commit.set(time.time())  # "no commit since" counts from the start
+        metrics.declare([], list(settings.spec.topics))
+        self.monitor.config = {
+            "config file": redact(msgspec.to_builtins(settings.config)) if settings.config is not None else {},
+            "consumer (librdkafka properties)": redact(consumer_config(settings)),
+            "producer (librdkafka properties)": redact(producer_config(settings)),
+        }
+        if settings.metrics is not None:
+            self._server = MonitoringServer(self.monitor, settings.metrics.host, settings.metrics.port)
+
+    def _run(self) -> int:
         check_access(self.settings)
         self._retry("create topics", self._ensure_topics)
         self.producer = self._retry("start the transactional producer", self._new_producer)
@@ -114,6 +158,7 @@ class Runtime:
 
     def _step(self) -> None:
         assert self.consumer is not None
+        self.health.beat("consuming")
         if self._outage_since is not None:
             self._settle()  # the transaction in flight, before the producer may be replaced
             if not self._kafka_is_back():
@@ -132,6 +177,8 @@ class Runtime:
         if self.settings.status_interval_ms is not None and \
                 (now - self.counters.last_status) * 1000 >= self.settings.status_interval_ms:
             self._status(now)
+        if now - self._last_observed >= OBSERVE_SECONDS:
+            self._observe(now)
 
     # -- records in ----------------------------------------------------------------------
 
@@ -174,6 +221,8 @@ class Runtime:
             task = tasks[partition]
             self.offsets[partition] = task.next_offset
             task.last_record_at, task.last_record_time, task.at_end = now, task.part.stream_time, False
+            if task.final_since is None and task.part.has_output:
+                task.final_since = now
         self.counters.records += count
         for partition in ended:
             task = tasks.get(partition)
@@ -193,6 +242,9 @@ class Runtime:
                 idle_ms = int((now - task.last_record_at) * 1000)
                 if idle_ms >= idle_timeout:
                     task.part.advance(task.last_record_time + idle_ms)
+                    self.metrics.idle_advances.inc()
+                    if task.final_since is None and task.part.has_output:
+                        task.final_since = now
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -215,10 +267,15 @@ class Runtime:
         assert self.producer is not None and self.consumer is not None
         producer = self.producer
         offsets, metadata = None, None
+        tally = Tally()
         try:
             producer.begin_transaction()
             for partition, task in self.tasks.items():
-                self._produce_outputs(task.part)
+                tally.take(partition, task.part.stats, task.mark)
+                if task.final_since is not None:
+                    tally.final_since.append(task.final_since)
+                    task.final_since = None
+                self._produce_outputs(task.part, tally)
                 for topic, records in changelog_records(self.settings, task.part).items():
                     self._produce_many(topic, records, partition)
             if self.offsets:
@@ -229,6 +286,7 @@ class Runtime:
             return
         self.offsets.clear()  # (a failed commit rewinds to the committed offsets anyway)
         self._closing = TransactionCloser(producer, offsets, metadata)
+        self._closing.tally = tally
 
     def _settle(self) -> bool:
         """Wait for the transaction in flight to commit. False when it failed: everything since
@@ -242,6 +300,7 @@ class Runtime:
             self._abort(failure.args[0])
             return False
         except StuckCall as stuck:
+            self.metrics.count_transaction("failed")
             # librdkafka can block in send_offsets_to_transaction past its timeout when the group
             # coordinator goes away during the call (issues #5456, #5511). That producer is left to
             # its thread; a new one with the same transactional id fences it (its transaction is
@@ -252,6 +311,7 @@ class Runtime:
             self._rewind()
             return False
         self.counters.transactions += 1
+        self.metrics.committed(closing.tally, closing.seconds, time.time(), time.monotonic())
         return True
 
     def _abort(self, error: KafkaError) -> None:
@@ -259,20 +319,25 @@ class Runtime:
         log.error("transaction failed: aborting and rewinding to the last commit",
                   extra={"error": error.str(), "fatal": error.fatal()})
         assert self.producer is not None
+        result = "aborted"
         if error.fatal():
+            result = "failed"
             self.producer = self._retry("restart the transactional producer", self._new_producer)
         else:
             try:
                 self.producer.abort_transaction(30)
             except KafkaException as abort_failure:
+                result = "failed"
                 log.error("abort failed: restarting the producer", extra={"error": abort_failure.args[0].str()})
                 self.producer = self._retry("restart the transactional producer", self._new_producer)
+        self.metrics.count_transaction(result)
         self._rewind()
 
     def _rewind(self) -> None:
         """Drop uncommitted work: restore every partition from the changelog, seek to its committed offset."""
         assert self.consumer is not None
         self.counters.rewinds += 1
+        self.metrics.rewinds.inc()
         partitions = sorted(self.tasks)
         self.offsets.clear()
         for tp in self._restore(partitions):
@@ -286,10 +351,12 @@ class Runtime:
         return self._retry("read the committed input offsets", lambda: self.consumer.committed(
             [TopicPartition(self._input, p) for p in partitions], timeout=30))
 
-    def _produce_outputs(self, part: CorePartition) -> None:
+    def _produce_outputs(self, part: CorePartition, tally: Tally) -> None:
         dead_letter_topic = self.settings.spec.dead_letter_topic
         for topic, records in part.drain_by_topic().items():
+            tally.out[topic] += len(records)
             if topic == dead_letter_topic:
+                tally.letters.extend(value for _, value in records[-self.metrics.recent_dead_letters.maxlen:])
                 for key, value in records:
                     if len(value) > MAX_MESSAGE_BYTES - 1024:
                         value = shrink_dead_letter(value, MAX_MESSAGE_BYTES - 1024)
@@ -331,7 +398,10 @@ class Runtime:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         new = sorted(tp.partition for tp in partitions if tp.topic == self._input and tp.partition not in self.tasks)
         if new:
+            self.metrics.rebalances.labels("assigned").inc()
             self._restore(new)
+        self._assigned_once = True
+        self._update_readiness()
         log.info("assigned", extra={"partitions": ",".join(map(str, new)) or "-"})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -339,29 +409,46 @@ class Runtime:
             self._commit()  # everything done so far, revoked partitions included, is committed first
         self._settle()  # and confirmed, before another member can take them
         gone = [tp.partition for tp in partitions if tp.topic == self._input]
-        for partition in gone:
-            self.tasks.pop(partition, None)
-            self.offsets.pop(partition, None)
+        self._forget(gone, "revoked")
         log.info("revoked", extra={"partitions": ",".join(map(str, sorted(gone))) or "-"})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member owns them now: their uncommitted work must not be committed by us.
         gone = [tp.partition for tp in partitions if tp.topic == self._input]
-        for partition in gone:
-            self.tasks.pop(partition, None)
-            self.offsets.pop(partition, None)
+        self._forget(gone, "lost")
         log.warning("lost partitions (their uncommitted work is dropped)",
                     extra={"partitions": ",".join(map(str, sorted(gone)))})
+
+    def _forget(self, partitions: list[int], event: str) -> None:
+        if partitions:
+            self.metrics.rebalances.labels(event).inc()
+        for partition in partitions:
+            self.tasks.pop(partition, None)
+            self.offsets.pop(partition, None)
+            self.metrics.forget_partition(partition)
 
     def _restore(self, partitions: list[int]) -> list[TopicPartition]:
         """Tasks for `partitions` from their changelog, each resuming at its committed offset
         (nothing before it is fed again); returns those offsets."""
-        parts = restore_partitions(self.settings, partitions, self._new_partition)
-        committed = self._committed(partitions)
+        self._restoring = partitions
+        self._update_readiness()
+        self.health.beat("restoring")
+        started = time.monotonic()
+        try:
+            parts, records = restore_partitions(self.settings, partitions, self._new_partition, self.health.beat)
+            committed = self._committed(partitions)
+        finally:
+            self._restoring = None
         now = time.monotonic()
         for tp in committed:
             part = parts[tp.partition]
             self.tasks[tp.partition] = PartitionTask(part, now, part.stream_time, max(tp.offset, 0))
+        self.metrics.restores.inc()
+        self.metrics.restore_count += 1
+        self.metrics.restored_records.inc(records)
+        self.metrics.restore_duration.observe(now - started)
+        self.metrics.declare(partitions, [])
+        self._update_readiness()
         return committed
 
     def _new_partition(self, partition: int) -> CorePartition:
@@ -393,6 +480,7 @@ class Runtime:
         if error.code() in OUTAGE_ERRORS:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
+                self._update_readiness()
                 log.warning("Kafka looks unreachable: pausing until it answers again",
                             extra={"error": error.str(), "bootstrap": self.settings.bootstrap_servers})
         elif error.fatal():
@@ -412,6 +500,7 @@ class Runtime:
         log.info("Kafka answers again: resuming with a fresh transactional producer",
                  extra={"paused_s": round(time.monotonic() - (self._outage_since or time.monotonic()), 1)})
         self._outage_since = None
+        self._update_readiness()
         # librdkafka's producer can keep a stale coordinator after an outage and then block in
         # send_offsets_to_transaction (issues #5456, #5511). It had no open transaction while we
         # paused, so a new one with the same transactional id takes over cleanly.
@@ -421,6 +510,7 @@ class Runtime:
     def _retry(self, what: str, action: Any) -> Any:
         delay = 1.0
         while True:
+            self.health.beat(f"trying to {what}")  # waiting on purpose is not being stuck
             try:
                 return action()
             except (KafkaException, TopicError) as failure:
@@ -432,6 +522,7 @@ class Runtime:
                     raise SystemExit(1) from None
                 log.warning(f"cannot {what} yet: retrying", extra={"error": text, "in_s": delay,
                                                                    "bootstrap": self.settings.bootstrap_servers})
+                self.health.not_ready(f"cannot {what} yet: {text}")
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
@@ -446,18 +537,71 @@ class Runtime:
             "lag": self._lag(), "transactions": counters.transactions, "rewinds": counters.rewinds})
 
     def _lag(self) -> int:
+        return sum(lag for lag in self._lags().values() if lag is not None)
+
+    def _lags(self) -> dict[int, int | None]:
+        """Per assigned partition, records not consumed yet (None while unknown)."""
         assert self.consumer is not None
-        lag = 0
+        lags: dict[int, int | None] = {}
         for partition in self.tasks:
             tp = TopicPartition(self._input, partition)
+            lags[partition] = None
             try:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
                 position = self.consumer.position([tp])[0].offset
             except KafkaException:
                 continue
             if high >= 0 and position >= 0:
-                lag += max(0, high - position)
-        return lag
+                lags[partition] = max(0, high - position)
+        return lags
+
+    # -- what the monitoring endpoints show ---------------------------------------------------
+
+    def _update_readiness(self) -> None:
+        health = self.health
+        if self._outage_since is not None:
+            health.not_ready(f"Kafka unreachable for {time.monotonic() - self._outage_since:.0f} s: waiting for it")
+        elif self._restoring is not None:
+            health.not_ready(f"restoring partitions {','.join(map(str, self._restoring))} from their changelogs")
+        elif not self._assigned_once:
+            health.not_ready("waiting for the consumer group to assign partitions")
+        else:
+            health.set_ready(f"consuming {len(self.tasks)} partition(s)")
+        self.metrics.ready.set(1 if health.is_ready else 0)
+
+    def _observe(self, now: float) -> None:
+        """Gauges and the status page's snapshot, from the main loop (about once a second)."""
+        self._last_observed = now
+        metrics, wall = self.metrics, time.time()
+        self._update_readiness()
+        lags = self._lags() if self.consumer is not None else {}
+        rows = []
+        for partition, task in sorted(self.tasks.items()):
+            label, part = str(partition), task.part
+            counts = part.open_counts
+            sessions = counts.pop("sessions", 0)
+            stream_time = part.stream_time
+            behind = wall - stream_time / 1000 if stream_time >= 0 else None
+            metrics.open_sessions.labels(label).set(sessions)
+            for name, count in counts.items():
+                metrics.open_windows.labels(label, name).set(count)
+            if stream_time >= 0:
+                metrics.stream_time.labels(label).set(stream_time / 1000)
+                metrics.stream_time_behind.labels(label).set(behind)
+            if lags.get(partition) is not None:
+                metrics.consumer_lag.labels(label).set(lags[partition])
+            rows.append(PartitionRow(partition, lags.get(partition), stream_time, behind, sessions, counts,
+                                     metrics.read_totals[label]))
+        metrics.assigned.set(len(self.tasks))
+        metrics.uncommitted.set(len(self.offsets))
+        queue = len(self.producer) if self.producer is not None else 0
+        metrics.producer_queue.set(queue)
+        self.monitor.throughput.sample(self.counters.records)
+        self.monitor.snapshot = Snapshot(
+            taken_at=wall, partitions=tuple(rows), producer_queue=queue,
+            transactions=dict(metrics.transaction_totals), last_commit_at=metrics.last_commit_at,
+            rewinds=self.counters.rewinds, restores=metrics.restore_count, dead_letters=dict(metrics.dead_letter_totals),
+            extra={"records consumed (since start, with redone work)": self.counters.records})
 
 
 def run(settings: RunSettings) -> int:
@@ -471,6 +615,8 @@ class TransactionCloser:
     def __init__(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any,
                  bound: float | None = None) -> None:
         self.error: BaseException | None = None
+        self.tally = Tally()  # what the transaction holds (counted once it commits)
+        self.seconds = 0.0  # from the start of this thread to the confirmed commit
         # librdkafka releases the GIL while it blocks: a call past this bound is given up on.
         self._bound = CALL_TIMEOUT_SECONDS + 15 if bound is None else bound
         self._call: str | None = None  # the librdkafka call running now, and since when
@@ -491,6 +637,7 @@ class TransactionCloser:
             raise self.error
 
     def _run(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any) -> None:
+        started = time.monotonic()
         try:
             if offsets:
                 self._timed("send_offsets_to_transaction",
@@ -499,6 +646,7 @@ class TransactionCloser:
             while True:
                 try:
                     self._timed("commit_transaction", lambda: producer.commit_transaction(CALL_TIMEOUT_SECONDS))
+                    self.seconds = time.monotonic() - started
                     return
                 except KafkaException as failure:
                     error = failure.args[0]
