@@ -14,7 +14,7 @@ OUT := out
 
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run test test-unit bench bench-kafka bench-compare kafka demo venv kafka-jars clean
+.PHONY: run test test-unit bench bench-kafka bench-compare kafka demo venv kafka-jars test-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,28 @@ $(KAFKA_STAMP): tools/kafka/pom.xml
 
 kafka-jars: $(KAFKA_STAMP)
 
+# The monitoring tests use a real Prometheus (and its promtool) and a real headless Chromium:
+# Debian's packages, installed when missing (as root; otherwise the command to run is printed).
+TEST_TOOLS := prometheus promtool chromium
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's prometheus and chromium (missing:$$missing)"; \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				prometheus chromium >/dev/null; \
+		else \
+			echo "run: sudo apt-get install prometheus chromium" >&2; exit 1; \
+		fi; \
+	fi
+
 run: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/sessionizer replay --config examples/xtremepush.toml --output-dir $(OUT) examples/sample-spins.jsonl
 	@echo
 	@echo "Final records are in $(OUT)/, one JSON-lines file per topic. A few of them:"
 	@for f in $(OUT)/*.jsonl; do echo "--- $$f ($$(wc -l < $$f) records)"; head -n 2 $$f; done
 
-test: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP)
+test: $(STAMP) $(NATIVE_STAMP) $(KAFKA_STAMP) test-tools
 	$(PY) -m pytest
 
 test-unit: $(STAMP) $(NATIVE_STAMP)

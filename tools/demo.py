@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "kafka"))
-from broker import Broker  # noqa: E402
+from broker import Broker, free_port  # noqa: E402
 
 SAMPLE = ROOT / "examples" / "sample-spins.jsonl"
 CONFIG = ROOT / "examples" / "demo.toml"
@@ -30,11 +30,15 @@ def main() -> int:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics([NewTopic("xtremepush_events", 3, 1)])["xtremepush_events"].result()
         config = work / "demo.toml"
-        config.write_text(CONFIG.read_text().replace('"127.0.0.1:9092"', f'"{broker.bootstrap}"'))
+        metrics_port = free_port()
+        config.write_text(CONFIG.read_text().replace('"127.0.0.1:9092"', f'"{broker.bootstrap}"')
+                          + f"\n[metrics]\nport = {metrics_port}\n")
         log = open(work / "run.log", "wb")
         run = subprocess.Popen([str(Path(sys.executable).parent / "sessionizer"), "run", "--config", str(config)],
                                stdout=log, stderr=log)
         try:
+            print(f"status page: http://127.0.0.1:{metrics_port}/  (Prometheus metrics at /metrics, "
+                  f"probes at /healthz and /readyz)", flush=True)
             produced = produce(broker.bootstrap)
             print(f"produced {produced:,} records from {SAMPLE.name}; final records as they are committed:\n",
                   flush=True)
