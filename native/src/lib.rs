@@ -461,8 +461,9 @@ fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, P
     Ok(PyBytes::new(py, &out))
 }
 
+/// `sessionizer._native`: built into the sessionizer package itself (maturin's mixed layout).
 #[pymodule]
-fn sessionizer_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Engine>()?;
     module.add("DONE", DONE)?;
     module.add("FALLBACK", FALLBACK)?;

@@ -7,7 +7,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load_config
-from .core.native import CoreChoiceError, core_name
+from .core.native import CoreChoiceError, core_description, core_name, fallback_warning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="sessionizer",
         description="Final per-player sessions and rolling summaries for Xtremepush: one record per closed window.",
     )
-    parser.add_argument("--version", action="version", version=f"sessionizer {__version__}")
+    parser.add_argument("--version", action="version", version=f"sessionizer {__version__} (core: {core_description()})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     replay = commands.add_parser("replay", help="run the aggregation over JSON-lines files (one partition)")
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("replay", "run"):
             core_name()  # a wrong SESSIONIZER_CORE fails here, before any work
+            warning = fallback_warning()
+            if warning is not None:
+                print(f"sessionizer: {warning}", file=sys.stderr)
         if args.command == "replay":
             return _replay(args)
         if args.command == "generate":
@@ -93,11 +96,9 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_run_settings(args.config)
     setup_logging(settings.log_format)
-    try:
-        from .kafka.clients import AccessRefused
-        from .kafka.runtime import run
-    except ImportError as error:  # confluent-kafka is an optional dependency
-        return _fail(f"sessionizer run needs confluent-kafka: pip install 'sessionizer[kafka]' ({error})")
+    from .kafka.clients import AccessRefused
+    from .kafka.runtime import run
+
     try:
         return run(settings)
     except AccessRefused as error:

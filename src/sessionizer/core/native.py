@@ -1,6 +1,7 @@
-"""The compiled core: the same `Partition` interface, per-record work in Rust (`native/`).
+"""The compiled core: the same `Partition` interface, per-record work in Rust (`native/`,
+built into this package as `sessionizer._native`).
 
-`sessionizer_native.Engine` owns stream time, the stores and the final records, and
+`_native.Engine` owns stream time, the stores and the final records, and
 accepts the records it is sure of. Everything about a record that is wrong stays
 here in Python, with the Python core's own decoder and dead-letter wording: the
 engine hands such a record back, untouched, and this class decides it. The state's
@@ -28,9 +29,11 @@ from .spec import JobSpec
 from .windows import _TOTALS_DECODER
 
 try:
-    import sessionizer_native
-except ImportError:  # not built: the pure-Python core does the same job, slower
+    from .. import _native as sessionizer_native
+    NATIVE_MISSING: str | None = None
+except ImportError as error:  # not built (or not for this platform): the pure-Python core does the same job, slower
     sessionizer_native = None
+    NATIVE_MISSING = str(error) or type(error).__name__
 
 CORE_ENV = "SESSIONIZER_CORE"
 
@@ -49,8 +52,33 @@ def core_name() -> str:
     if wanted not in ("", "native", "python"):
         raise CoreChoiceError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
     if wanted == "native" and sessionizer_native is None:
-        raise CoreChoiceError(f"{CORE_ENV}=native, but sessionizer_native is not installed (make venv builds it)")
+        raise CoreChoiceError(f"{CORE_ENV}=native, but the compiled core cannot be loaded ({NATIVE_MISSING}); "
+                              f"{HOW_TO_GET_IT}")
     return wanted or ("python" if sessionizer_native is None else "native")
+
+
+HOW_TO_GET_IT = ("install a sessionizer wheel built for this platform (make wheel), or reinstall from source with a "
+                 "Rust toolchain on PATH (pip install . compiles it)")
+
+
+def fallback_warning() -> str | None:
+    """What to tell a user who gets the pure-Python core without having asked for it."""
+    if sessionizer_native is not None or os.environ.get(CORE_ENV, "").strip():
+        return None
+    return (f"warning: the compiled core (sessionizer._native) cannot be loaded ({NATIVE_MISSING}): using the "
+            f"pure-Python core, about 7x slower. To fix it, {HOW_TO_GET_IT}. {CORE_ENV}=python chooses the "
+            "pure-Python core and silences this.")
+
+
+def core_description() -> str:
+    """For `sessionizer --version`: the core in use, and why when it is not the compiled one."""
+    try:
+        name = core_name()
+    except CoreChoiceError as error:
+        return f"none ({error})"
+    if name == "python" and sessionizer_native is None:
+        return f"python (the compiled core cannot be loaded: {NATIVE_MISSING})"
+    return name
 
 
 def new_partition(spec: JobSpec, track_changes: bool = False,
