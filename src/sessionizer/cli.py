@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--late-share", type=float, default=0.0, help="share arriving an hour late")
     generate.add_argument("--malformed-share", type=float, default=0.0, help="share of broken lines")
     generate.add_argument("--other-events-share", type=float, default=0.0, help="share of non-spin events")
+    generate.add_argument("--span-minutes", type=int, default=None,
+                          help="peak hour: every player plays within this many minutes of event time")
     generate.add_argument("--output", "-o", default="-", help="file to write (.gz compresses); - is stdout")
 
     args = parser.parse_args(argv)
@@ -130,7 +132,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     shape = SampleShape(events=args.events, players=args.players, seed=args.seed, max_delay_ms=args.max_delay_ms,
                         delayed_share=args.delayed_share, late_share=args.late_share,
-                        malformed_share=args.malformed_share, other_events_share=args.other_events_share)
+                        malformed_share=args.malformed_share, other_events_share=args.other_events_share,
+                        span_minutes=args.span_minutes)
     if args.output == "-":
         sink = sys.stdout.buffer
     else:

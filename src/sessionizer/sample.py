@@ -50,6 +50,9 @@ class SampleShape:
     malformed_share: float = 0.0  # share of lines that are broken in some way
     other_events_share: float = 0.0  # share of non-spin events (for the `events` filter)
     zipf: float = 1.1
+    # Peak hour: every player plays within this many minutes of event time (None: spread over a day,
+    # with long breaks between a player's sessions). Spins stay seconds apart; breaks get short.
+    span_minutes: int | None = None
 
 
 def generate(shape: SampleShape) -> Iterator[bytes]:
@@ -65,16 +68,21 @@ def generate(shape: SampleShape) -> Iterator[bytes]:
     per_player = [0] * shape.players
     for player in shares:
         per_player[player] += 1
-    span_ms = max(3_600_000, shape.events * 40)  # the busier the stream, the longer the day
+    peak = shape.span_minutes is not None
+    span_ms = shape.span_minutes * 60_000 if peak else max(3_600_000, shape.events * 40)  # busier, longer day
     pending: list[tuple[int, int, bytes]] = []  # (arrival, tie, line)
     tie = 0
     for player, spins in enumerate(per_player):
-        clock = rng.randrange(0, span_ms)
+        if peak:  # the player's whole evening fits in the span: start early enough to end within it
+            clock = rng.randrange(0, max(1, span_ms - spins * 5_200))
+        else:
+            clock = rng.randrange(0, span_ms)
         game, channel = rng.choice(GAMES), rng.choice(CHANNELS)
         left_in_session = _session_length(rng)
         for _ in range(spins):
             if left_in_session == 0:
-                clock += rng.randrange(11 * 60_000, 90 * 60_000)  # a break longer than the usual gap
+                # A break: at peak a short one (a drink, another tab), else longer than the usual gap.
+                clock += rng.randrange(20_000, 120_000) if peak else rng.randrange(11 * 60_000, 90 * 60_000)
                 channel = rng.choice(CHANNELS) if rng.random() < 0.3 else channel
                 left_in_session = _session_length(rng)
             if rng.random() < 0.08:
