@@ -78,6 +78,7 @@ const GAME: usize = 4;
 const CHANNEL: usize = 5;
 const EVENT: usize = 6;
 const GROUPS: usize = 7;
+const INLINE_SLOTS: usize = GROUPS + 4;
 
 impl Fields {
     /// Dot paths; `time` None is the Kafka record timestamp; `groups` are the extra group_by paths.
@@ -480,13 +481,21 @@ fn event_time(token: &Token) -> Option<i64> {
 
 pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) -> Decoded<'a> {
     let Ok(text) = std::str::from_utf8(raw) else { return Decoded::Fallback };
-    let mut values = vec![Token::Absent; fields.slot_count];
+    // The fields' tokens: on the stack for the usual few group_by paths (no allocation per record).
+    let mut inline = [const { Token::Absent }; INLINE_SLOTS];
+    let mut spilled;
+    let values: &mut [Token<'a>] = if fields.slot_count <= INLINE_SLOTS {
+        &mut inline[..fields.slot_count]
+    } else {
+        spilled = vec![Token::Absent; fields.slot_count];
+        &mut spilled
+    };
     let mut reader = Reader { text, bytes: raw, at: 0, filled: 0 };
     reader.space();
     if reader.peek() != Some(b'{') {
         return Decoded::Fallback;
     }
-    if reader.value(Some(&fields.tree), &mut values, 1).is_err() {
+    if reader.value(Some(&fields.tree), values, 1).is_err() {
         return Decoded::Fallback;
     }
     reader.space();

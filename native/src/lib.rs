@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use decode::{Decoded, Fields};
-use sessions::{Label, SessionRules, SessionStore, NO_CLOSED_END};
+use sessions::{Label, SessionRules, SessionStore, Spin, NO_CLOSED_END};
 use windows::{Totals, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -383,7 +383,10 @@ impl Engine {
         if times.len() != amounts.len() || times.len() != shared.len() {
             return Err(PyValueError::new_err(format!("session state of {key:?} is inconsistent")));
         }
-        sessions.restore(key, Some((closed_end, times, amounts, shared)));
+        let spins = times.into_iter().zip(amounts).zip(shared)
+            .map(|((time, (stake, win)), label)| Spin { time, stake, win, label })
+            .collect();
+        sessions.restore(key, Some((closed_end, spins)));
         Ok(())
     }
 
@@ -424,15 +427,15 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
             msgpack::array(&mut out, 0);
         }
         Some(state) => {
-            let times: Vec<u8> = state.times.iter().flat_map(|t| t.to_le_bytes()).collect();
-            let amounts: Vec<u8> =
-                state.amounts.iter().flat_map(|&(s, w)| s.to_le_bytes().into_iter().chain(w.to_le_bytes())).collect();
+            let times: Vec<u8> = state.spins.iter().flat_map(|spin| spin.time.to_le_bytes()).collect();
+            let amounts: Vec<u8> = state.spins.iter()
+                .flat_map(|spin| spin.stake.to_le_bytes().into_iter().chain(spin.win.to_le_bytes())).collect();
             msgpack::array(&mut out, 4);
             msgpack::int(&mut out, state.closed_end.max(NO_CLOSED_END) as i128)?;
             msgpack::bin(&mut out, &times);
             msgpack::bin(&mut out, &amounts);
-            msgpack::array(&mut out, state.labels.len());
-            for label in &state.labels {
+            msgpack::array(&mut out, state.spins.len());
+            for label in state.spins.iter().map(|spin| &spin.label) {
                 match label {
                     None => msgpack::nil(&mut out),
                     Some(label) => {

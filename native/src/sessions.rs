@@ -62,11 +62,19 @@ impl SessionRules {
     }
 }
 
+/// One open record: its event time, amounts (micros) and (game, channel). The records of a key
+/// live in one vector (one allocation, one cache line per two records), not one vector per field.
+#[derive(Clone)]
+pub struct Spin {
+    pub time: i64,
+    pub stake: i64,
+    pub win: i64,
+    pub label: Option<Label>,
+}
+
 #[derive(Default)]
 pub struct KeySessions {
-    pub times: Vec<i64>,
-    pub amounts: Vec<(i64, i64)>, // (stake, win) micros per record
-    pub labels: Vec<Option<Label>>,
+    pub spins: Vec<Spin>, // in sweep order (event time, then arrival)
     pub starts: Vec<usize>,
     pub closed_end: i64,
     due: i64,
@@ -75,20 +83,20 @@ pub struct KeySessions {
 impl KeySessions {
     fn sessions(&self) -> Vec<(usize, usize)> {
         let n = self.starts.len();
-        (0..n).map(|i| (self.starts[i], if i + 1 < n { self.starts[i + 1] } else { self.times.len() })).collect()
+        (0..n).map(|i| (self.starts[i], if i + 1 < n { self.starts[i + 1] } else { self.spins.len() })).collect()
     }
 }
 
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
-pub fn sweep(times: &[i64], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Vec<usize> {
+pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Vec<usize> {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let gap = rules.gap;
     let mut starts = vec![begin];
-    let (mut start, mut end) = (times[begin], times[begin]);
+    let (mut start, mut end) = (spins[begin].time, spins[begin].time);
     let mut count: i64 = 1;
-    for index in begin + 1..times.len() {
-        let time = times[index];
+    for index in begin + 1..spins.len() {
+        let time = spins[index].time;
         if count >= max_events || time - end > gap || time - start > max_duration {
             if index >= shift && known.binary_search(&(index - shift)).is_ok() {
                 starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
@@ -189,7 +197,7 @@ impl SessionStore {
                 if time <= state.closed_end {
                     return false;
                 }
-                let last = *state.times.last().unwrap();
+                let last = state.spins.last().unwrap().time;
                 if time < last {
                     let key = self.key_rc(key);
                     let label = self.label(game, channel);
@@ -200,10 +208,10 @@ impl SessionStore {
                     return true;
                 }
                 let first = *state.starts.last().unwrap();
-                count = (state.times.len() - first) as i64;
+                count = (state.spins.len() - first) as i64;
                 cut = count >= self.max_events || time - last > self.rules.gap
-                    || time - state.times[first] > self.max_duration;
-                previous = state.labels.last().cloned().flatten();
+                    || time - state.spins[first].time > self.max_duration;
+                previous = state.spins.last().and_then(|spin| spin.label.clone());
             }
         }
         let new_count = if cut { 1 } else { count + 1 };
@@ -231,11 +239,9 @@ impl SessionStore {
         };
         let state = self.keys.get_mut(&key).unwrap();
         if cut {
-            state.starts.push(state.times.len());
+            state.starts.push(state.spins.len());
         }
-        state.times.push(time);
-        state.amounts.push((stake, win));
-        state.labels.push(label);
+        state.spins.push(Spin { time, stake, win, label });
         if count == 0 || due < state.due {
             self.schedule(&key, due);
         }
@@ -248,29 +254,25 @@ impl SessionStore {
         let rules = self.rules.clone();
         let max_events = self.max_events;
         let state = self.keys.get_mut(key).unwrap();
-        let at = state.times.partition_point(|&t| t <= time);
-        state.times.insert(at, time);
-        state.amounts.insert(at, (stake, win));
-        state.labels.insert(at, label);
+        let at = state.spins.partition_point(|spin| spin.time <= time);
+        state.spins.insert(at, Spin { time, stake, win, label });
         let old_starts = state.starts.clone();
         let keep = if at > 0 { old_starts.partition_point(|&s| s <= at - 1) - 1 } else { 0 };
-        let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.times.len() - 1 };
+        let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.spins.len() - 1 };
         if 0 < at && old_starts[keep] < at && at < stop && ((stop - old_starts[keep]) as i64) < max_events {
             let mut starts = old_starts[..=keep].to_vec();
             starts.extend(old_starts[keep + 1..].iter().map(|first| first + 1));
             state.starts = starts;
         } else {
             let mut starts = old_starts[..keep].to_vec();
-            starts.extend(sweep(&state.times, &rules, old_starts[keep], &old_starts[keep + 1..], 1));
+            starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1));
             state.starts = starts;
         }
         let session = state.starts.partition_point(|&s| s <= at) - 1;
         let first = state.starts[session];
-        let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.times.len() };
-        if rules.close_at(state.times[stop - 1], (stop - first) as i64) <= now {
-            state.times.remove(at);
-            state.amounts.remove(at);
-            state.labels.remove(at);
+        let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
+        if rules.close_at(state.spins[stop - 1].time, (stop - first) as i64) <= now {
+            state.spins.remove(at);
             state.starts = old_starts;
             return false;
         }
@@ -330,8 +332,8 @@ impl SessionStore {
         let rules = self.rules.clone();
         let state = &self.keys[key];
         if state.starts.len() == 1 {
-            let count = state.times.len();
-            let due = rules.close_at(*state.times.last().unwrap(), count as i64);
+            let count = state.spins.len();
+            let due = rules.close_at(state.spins.last().unwrap().time, count as i64);
             if due > now {
                 self.schedule(key, due);
                 return;
@@ -344,20 +346,20 @@ impl SessionStore {
         let closing: Vec<(usize, usize)> = state
             .sessions()
             .into_iter()
-            .filter(|&(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64) <= now)
+            .filter(|&(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64) <= now)
             .collect();
         if !closing.is_empty() {
             self.close_sessions(key, &closing);
             self.mark(key);
         }
         let state = &self.keys[key];
-        if state.times.is_empty() {
+        if state.spins.is_empty() {
             self.drop_empty(key, now);
         } else {
             let due = state
                 .sessions()
                 .into_iter()
-                .map(|(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64))
+                .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64))
                 .min()
                 .unwrap();
             self.schedule(key, due);
@@ -387,7 +389,7 @@ impl SessionStore {
             self.emit_session(key, first, stop, false);
         }
         let state = self.keys.get_mut(key).unwrap();
-        let total = state.times.len();
+        let total = state.spins.len();
         let closed_starts: std::collections::HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
         let mut removed = 0;
         let mut starts = Vec::new();
@@ -400,9 +402,7 @@ impl SessionStore {
             }
         }
         for &(first, stop) in closing.iter().rev() {
-            state.times.drain(first..stop);
-            state.amounts.drain(first..stop);
-            state.labels.drain(first..stop);
+            state.spins.drain(first..stop);
         }
         state.starts = starts;
     }
@@ -410,9 +410,9 @@ impl SessionStore {
     fn emit_session(&mut self, key: &Arc<str>, first: usize, stop: usize, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
         let count = stop - first;
-        let (start, end) = (state.times[first], state.times[stop - 1]);
-        let reason = if stop < state.times.len() {
-            self.rules.cut_reason(start, end, count as i64, state.times[stop]).expect("the sweep cut here")
+        let (start, end) = (state.spins[first].time, state.spins[stop - 1].time);
+        let reason = if stop < state.spins.len() {
+            self.rules.cut_reason(start, end, count as i64, state.spins[stop].time).expect("the sweep cut here")
         } else if Some(count as i64) == self.rules.max_events {
             MAX_EVENTS
         } else if end_of_input {
@@ -421,7 +421,7 @@ impl SessionStore {
             INACTIVITY
         };
         let (mut game, mut channel): (Option<&str>, Option<&str>) = (None, None);
-        for label in state.labels[first..stop].iter().rev().flatten() {
+        for label in state.spins[first..stop].iter().rev().filter_map(|spin| spin.label.as_ref()) {
             if game.is_none() {
                 game = label.0.as_deref();
             }
@@ -433,9 +433,9 @@ impl SessionStore {
             }
         }
         let (mut stake, mut win) = (0i128, 0i128);
-        for &(s, w) in &state.amounts[first..stop] {
-            stake += s as i128;
-            win += w as i128;
+        for spin in &state.spins[first..stop] {
+            stake += spin.stake as i128;
+            win += spin.win as i128;
         }
         let record = session_record(&self.event_name, self.stamp_end, &SessionFields {
             key, start, end, count, stake, win, game, channel, reason,
@@ -459,17 +459,17 @@ impl SessionStore {
     }
 
     /// Load one key's state (None: gone); `reschedule` after the last one.
-    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<i64>, Vec<(i64, i64)>, Vec<Option<Label>>)>) {
+    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>)>) {
         self.keys.remove(key);
         self.closed_ends.remove(key);
-        let Some((closed_end, times, amounts, labels)) = state else { return };
+        let Some((closed_end, spins)) = state else { return };
         let key: Arc<str> = Arc::from(key);
-        if times.is_empty() {
+        if spins.is_empty() {
             self.closed_ends.insert(key, closed_end);
             return;
         }
-        let starts = if times.len() == 1 { vec![0] } else { sweep(&times, &self.rules, 0, &[], 0) };
-        self.keys.insert(key, KeySessions { times, amounts, labels, starts, closed_end, due: 0 });
+        let starts = if spins.len() == 1 { vec![0] } else { sweep(&spins, &self.rules, 0, &[], 0) };
+        self.keys.insert(key, KeySessions { spins, starts, closed_end, due: 0 });
     }
 
     pub fn reschedule(&mut self) {
@@ -479,7 +479,7 @@ impl SessionStore {
             state.due = state
                 .sessions()
                 .into_iter()
-                .map(|(first, stop)| rules.close_at(state.times[stop - 1], (stop - first) as i64))
+                .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64))
                 .min()
                 .unwrap();
             due.push(Reverse((state.due, key.clone())));
