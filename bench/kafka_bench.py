@@ -62,9 +62,12 @@ def main() -> None:
         result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   "machine": f"{os.cpu_count()} cores, {_cpu_model()}", "partitions": PARTITIONS}
         result.update(throughput(broker.bootstrap, work))
+        result.update(passthrough(broker.bootstrap, work, result["events"]))
+        result.update(idle_close(broker.bootstrap, work))
         result.update(restore(broker.bootstrap, work))
     result.update(bytes_per_session())
     result.update(bytes_per_session_native())
+    result.update(scrape_cost())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kafka.json").write_text(json.dumps(result, indent=2) + "\n")
     write_section(result)
@@ -162,6 +165,119 @@ class Scraper(threading.Thread):
         self.join(10)
 
 
+def passthrough(bootstrap: str, work: Path, total: int) -> dict:
+    """The limit: bench/passthrough.py (consume, produce the same bytes, one transaction per 250 ms with
+    the offsets in it; sessionizer's client settings) on the same topic, timed the same way."""
+    rates = []
+    for round_ in range(ROUNDS):
+        group = f"passthrough-{round_}"
+        create(bootstrap, f"{group}-out")
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(HERE / "passthrough.py"), bootstrap, "bench-events",
+                                    f"{group}-out", group, str(total)], stdout=subprocess.DEVNULL,
+                                   stderr=open(work / f"{group}.log", "wb"))
+        wait_committed(bootstrap, group, "bench-events", total, process, may_exit=True)
+        rates.append(round(total / (time.perf_counter() - started)))
+        process.wait(60)
+        print(f"passthrough: {rates[-1]:,} events/s", file=sys.stderr)
+    return {"passthrough_events_per_second": round(statistics.median(rates)), "passthrough_runs": rates}
+
+
+IDLE_TIMEOUT_S = 5  # sessionizer's default idle_timeout
+GAP_S, GRACE_S, WINDOW_S = 10, 2, 10
+
+
+def idle_close(bootstrap: str, work: Path) -> dict:
+    """Windows closing when traffic stops. 300 players send spins in real time (event time = now),
+    each starting and stopping at its own moment; for every session and window, the delay from when
+    it could close by the wall clock (its last event + gap + grace; a window's end + grace) to its
+    record being read committed. ksqlDB and Kafka Streams never close the last ones (stream time
+    moves only with records)."""
+    import random
+
+    create(bootstrap, "idle-events")
+    base = work / "idle-job.toml"
+    base.write_text(f'[sessions]\ntopic = "idle-sessions"\ngap = "{GAP_S}s"\ngrace = "{GRACE_S}s"\n\n'
+                    f'[[rolling]]\ntopic = "idle-rolling"\nsize = "{WINDOW_S}s"\ngrace = "{GRACE_S}s"\n\n'
+                    '[dead_letter]\ntopic = "idle-dead-letter"\n')
+    port = free_port()
+    config = write_config(work / "idle.toml", bootstrap, "idle-events", "idle", base,
+                          idle_timeout=f"{IDLE_TIMEOUT_S}s", metrics_port=port)
+    process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)],
+                               stderr=open(work / "idle.log", "wb"))
+    arrivals: list[tuple[str, bytes, float]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "idle-reader", "auto.offset.reset": "earliest",
+                             "isolation.level": "read_committed", "enable.auto.commit": False})
+        consumer.subscribe(["idle-sessions", "idle-rolling"])
+        while not done.is_set():
+            for message in consumer.consume(1000, 0.05):
+                if message.error() is None:
+                    arrivals.append((message.topic(), message.value(), time.time()))
+        consumer.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("idle-close bench: sessionizer run did not become ready")
+            time.sleep(0.2)
+        reader.start()
+        rng = random.Random(3)
+        sends = []
+        for player in range(300):
+            at = rng.uniform(0, 15)
+            stop = at + rng.uniform(3, 35)
+            while at < stop:
+                sends.append((at, f"idle{player:03d}"))
+                at += rng.uniform(0.5, 1.5)
+        sends.sort()
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        began = time.monotonic()
+        for offset, player in sends:
+            pause = began + offset - time.monotonic()
+            if pause > 0:
+                producer.poll(pause)
+            now_ms = int(time.time() * 1000)
+            producer.produce("idle-events", orjson.dumps({"event": "spin", "user_id": player, "timestamp": now_ms,
+                                                           "value": {"stake": 1, "win": 0}}), player.encode())
+        producer.flush(30)
+        time.sleep(GAP_S + GRACE_S + IDLE_TIMEOUT_S + 15)  # everything can close by now, with room to spare
+    finally:
+        done.set()
+        reader.join(10) if reader.is_alive() else None
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    delays = []
+    for topic, value, arrived in arrivals:
+        record = orjson.loads(value)["value"]
+        if topic == "idle-sessions":
+            could_close = (record["session_end_ms"] + (GAP_S + GRACE_S) * 1000) / 1000
+        else:
+            could_close = (record["window_end_ms"] + GRACE_S * 1000) / 1000
+        delays.append(arrived - could_close)
+    delays.sort()
+    sessions = sum(1 for topic, _, _ in arrivals if topic == "idle-sessions")
+    if sessions < 300:
+        raise SystemExit(f"idle-close bench: {sessions} sessions closed, expected at least 300")
+
+    def quantile(q: float) -> float:
+        return round(delays[min(len(delays) - 1, int(q * len(delays)))], 2)
+
+    return {"idle_close_records": len(delays), "idle_close_sessions": sessions, "idle_close_p50_s": quantile(0.5),
+            "idle_close_p99_s": quantile(0.99), "idle_close_max_s": round(delays[-1], 2),
+            "idle_close_goal_s": IDLE_TIMEOUT_S + 0.25 + 1}
+
+
 def restore(bootstrap: str, work: Path) -> dict:
     """100k players, each with an open session (gap 10 min, all within one minute of event time)."""
     base = 1_800_000_000_000
@@ -194,6 +310,50 @@ def restore(bootstrap: str, work: Path) -> dict:
     fields = dict(re.findall(r"(\w+)=(\S+)", last))
     return {"restore_open_sessions": int(fields["open_windows"]), "restore_changelog_records": int(fields["changelog_records"]),
             "restore_seconds": float(fields["seconds"]), "restart_to_restored_seconds": round(to_ready, 2)}
+
+
+def scrape_cost() -> dict:
+    """What the endpoints cost the process, measured without the machine's run-to-run noise: CPU time
+    of one /metrics answer and one status page on a registry shaped like a 6-partition run's."""
+    from prometheus_client import generate_latest
+
+    from sessionizer.monitoring.health import Health
+    from sessionizer.monitoring.metrics import RunMetrics, new_registry
+    from sessionizer.monitoring.server import Monitor
+    from sessionizer.monitoring.status import PartitionRow, Snapshot
+
+    metrics = RunMetrics(new_registry())
+    rows = []
+    for partition in range(PARTITIONS):
+        label = str(partition)
+        for family in (metrics.records_read, metrics.records_accepted, metrics.records_skipped):
+            family.labels(label).inc(1000)
+        metrics.open_sessions.labels(label).set(5000)
+        for name in ("xp-rolling-2min", "xp-rolling-5min-game"):
+            metrics.open_windows.labels(label, name).set(3000)
+        for family in (metrics.stream_time, metrics.stream_time_behind, metrics.consumer_lag):
+            family.labels(label).set(1.0)
+        rows.append(PartitionRow(partition, 10, 1_800_000_000_000, 1.0, 5000, {"xp-rolling-2min": 3000}, 1000))
+    for code in ("invalid_json", "late", "partially_late", "bad_time", "bad_amount", "missing_key"):
+        metrics.dead_letters.labels(code, "none").inc()
+    for seconds in (0.01, 0.05, 0.2):
+        metrics.commit_duration.observe(seconds)
+        metrics.final_to_commit.observe(seconds)
+    monitor = Monitor("sessionizer run", {"mode": "run"}, Health(60), metrics.registry, {"config": {"a": 1}},
+                      metrics.recent_dead_letters)
+    monitor.snapshot = Snapshot(partitions=tuple(rows), transactions={"committed": 100})
+    metrics.recent_dead_letters.extend([orjson.dumps({"error": "late", "detail": "x" * 200, "source": {}})] * 20)
+
+    def cpu_ms(action, times: int = 300) -> float:
+        started = time.process_time()
+        for _ in range(times):
+            action()
+        return (time.process_time() - started) / times * 1000
+
+    metrics_ms, page_ms = cpu_ms(lambda: generate_latest(metrics.registry)), cpu_ms(monitor.page)
+    return {"scrape_cpu_ms": round(metrics_ms, 2), "page_cpu_ms": round(page_ms, 2),
+            # Scraped every second and the page every 5 s, as in the throughput runs:
+            "endpoints_cpu_share_percent": round((metrics_ms + page_ms / 5) / 1000 * 100, 3)}
 
 
 def bytes_per_session() -> dict:
@@ -274,15 +434,16 @@ def write_config(path: Path, bootstrap: str, topic: str, group: str, base: Path,
     return path
 
 
-def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: subprocess.Popen) -> None:
+def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: subprocess.Popen,
+                   may_exit: bool = False) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     ends = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
     assert ends == total, (ends, total)
     try:
         while True:
-            if process.poll() is not None:
-                raise SystemExit(f"sessionizer run exited with {process.returncode}")
+            if process.poll() is not None and not (may_exit and process.returncode == 0):
+                raise SystemExit(f"{process.args[0]} exited with {process.returncode}")
             done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
             if done >= total:
                 return
@@ -312,10 +473,24 @@ def write_section(r: dict) -> None:
         f"| the same with `[metrics]` on, /metrics scraped every second and the status page every 5 s (median of "
         f"{', '.join(f'{n:,}' for n in r['events_per_second_metrics_on_runs'])}) | "
         f"**{r['events_per_second_metrics_on']:,} events/s**: {-r['metrics_overhead_percent']:+.1f} % against off (runs "
-        f"vary by more than that on this machine); a /metrics answer takes {r['metrics_answer_ms_median']} ms and the status "
-        f"page {r['page_answer_ms_median']} ms (medians, under load) |",
+        f"vary by more than that on this machine) |",
+        f"| what the endpoints cost, without that noise: CPU time of one /metrics answer and one status page "
+        f"(a 6-partition registry) | {r['scrape_cpu_ms']} ms and {r['page_cpu_ms']} ms: at one scrape a second and a "
+        f"page every 5 s, **{r['endpoints_cpu_share_percent']:.2f} %** of one core (goal: at most 3 % of the "
+        f"throughput); answers took {r['metrics_answer_ms_median']} ms and {r['page_answer_ms_median']} ms under load "
+        f"(waiting for the main loop's GIL) |",
         f"| best 5-second rate seen in its status lines | {r['best_status_events_per_second']:,} events/s |",
+        f"| the limit: a transactional passthrough in Python (consume, produce the same bytes, 250 ms transactions, "
+        f"same client settings; median of {', '.join(f'{n:,}' for n in r['passthrough_runs'])}) | "
+        f"{r['passthrough_events_per_second']:,} events/s: sessionizer runs at "
+        f"**{r['events_per_second'] / r['passthrough_events_per_second']:.0%}** of it |",
         f"| peak RSS of that process | {r['peak_rss_mib']:.0f} MiB |",
+        f"| windows closing when traffic stops ({r['idle_close_records']:,} sessions and 10 s windows of 300 players "
+        f"sending in real time, then stopping): delay from when each could close by the wall clock to its record "
+        f"read committed | p50 {r['idle_close_p50_s']:.2f} s, **p99 {r['idle_close_p99_s']:.2f} s**, max "
+        f"{r['idle_close_max_s']:.2f} s (goal p99 <= idle_timeout + commit_interval + 1 s = "
+        f"{r['idle_close_goal_s']:.2f} s; ksqlDB and Kafka Streams never close these: their stream time moves "
+        f"only with new records) |",
         f"| state per open session (5 spins each), compiled core (RSS growth, key included) | "
         f"{r['native_bytes_per_open_session_5_spins']} bytes |",
         f"| the same, pure-Python core (tracemalloc) | {r['bytes_per_open_session_5_spins']} bytes "
