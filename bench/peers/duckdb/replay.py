@@ -1,6 +1,7 @@
 """The DuckDB peer of `make bench-compare` (the replay/backfill case): the same uncapped sessions
 (10-minute gap) and 2-minute tumbling windows per player, in SQL over the same JSON-lines file,
-with exact DECIMAL(18,6) amounts, written as JSON lines.
+with exact DECIMAL(18,6) amounts, read with declared column types (read_ndjson), written as JSON lines.
+The capped job of `make bench` is bench/peers/duckdb/capped.py.
 
     python replay.py INPUT.jsonl OUTPUT_DIR
 """
@@ -13,19 +14,15 @@ import duckdb
 SQL = """
 CREATE TEMP TABLE spins AS
 SELECT user_id,
-       CASE WHEN regexp_full_match(ts, '[0-9]+') THEN CAST(ts AS BIGINT)
-            WHEN contains(ts, 'T') THEN epoch_ms(CAST(ts AS TIMESTAMPTZ))
-            ELSE epoch_ms(CAST(ts AS TIMESTAMP)) END AS t,
-       COALESCE(CAST(stake AS DECIMAL(18, 6)), 0) AS stake,
-       COALESCE(CAST(win AS DECIMAL(18, 6)), 0) AS win,
-       game_code, channel, row_number() OVER () AS arrival
-FROM (SELECT user_id, json_extract_string(j, '$.timestamp') AS ts,
-             json_extract_string(j, '$.value.stake') AS stake, json_extract_string(j, '$.value.win') AS win,
-             json_extract_string(j, '$.value.game_code') AS game_code,
-             json_extract_string(j, '$.value.channel') AS channel
-      FROM (SELECT json AS j, json_extract_string(json, '$.user_id') AS user_id
-            FROM read_ndjson_objects(?))
-      WHERE json_extract_string(j, '$.event') = 'spin');
+       CASE WHEN regexp_full_match(timestamp, '[0-9]+') THEN CAST(timestamp AS BIGINT)
+            WHEN contains(timestamp, 'T') THEN epoch_ms(CAST(timestamp AS TIMESTAMPTZ))
+            ELSE epoch_ms(CAST(timestamp AS TIMESTAMP)) END AS t,
+       COALESCE(value.stake, 0) AS stake, COALESCE(value.win, 0) AS win,
+       value.game_code AS game_code, value.channel AS channel, row_number() OVER () AS arrival
+FROM read_ndjson(?, columns = {
+    event: 'VARCHAR', user_id: 'VARCHAR', timestamp: 'VARCHAR',
+    value: 'STRUCT(stake DECIMAL(18, 6), win DECIMAL(18, 6), game_code VARCHAR, channel VARCHAR)'})
+WHERE event = 'spin';
 
 COPY (
   WITH ordered AS (
