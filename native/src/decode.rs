@@ -305,7 +305,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ()> {
         self.expect(b'"')?;
         let start = self.at;
-        let plain = self.bytes[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).ok_or(())?;
+        let plain = find_special(&self.bytes[start..]).ok_or(())?;
         self.at += plain;
         match self.bytes[self.at] {
             b'"' => {
@@ -362,6 +362,28 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// Where the first `"`, `\\` or control character is: what ends a string's plain run. Eight bytes
+/// at a time (SWAR): for the lowest byte that matches, these tests are exact, and the lowest is the
+/// one wanted (little-endian: the first in memory).
+#[inline]
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let quote = word ^ (ONES * b'"' as u64);
+        let slash = word ^ (ONES * b'\\' as u64);
+        let found = ((quote.wrapping_sub(ONES) & !quote) | (slash.wrapping_sub(ONES) & !slash)
+            | (word.wrapping_sub(ONES * 0x20) & !word)) & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes[at..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|found| at + found)
 }
 
 /// A JSON integer's value when it is plainly one (no fraction, no exponent).
