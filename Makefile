@@ -21,6 +21,7 @@ export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	rm -f src/sessionizer/_native.*.so  # an older build's module would shadow the new one
 	$(PY) -m pip install -q -e '.[aws,gcp,test,bench]'
 	touch $(STAMP)
 
