@@ -2,7 +2,7 @@
 at most 10 minutes and 200 spins, close reasons included) and 2-minute windows per player, from the
 same JSON-lines file, with declared column types and exact DECIMAL(18,6) money.
 
-- `read_ndjson` with declared columns (no per-field JSON extraction);
+- `read_ndjson` with declared columns (no per-field JSON extraction; spins.py, shared with replay.py);
 - sessions as gaps-and-islands with window functions; only the islands a cap can split (longer than
   10 minutes or more than 200 spins, a few percent) go through a recursive CTE, which is sequential by
   nature (where the next capped session starts depends on where this one started);
@@ -16,27 +16,11 @@ and the grace is 30 s, so none is late and the full sort equals sessionizer's in
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import duckdb
+from spins import run
 
 GAP_MS, MAX_DURATION_MS, MAX_EVENTS, GRACE_MS, WINDOW_MS = 600_000, 600_000, 200, 30_000, 120_000
 
 SQL = f"""
-CREATE TEMP TABLE spins AS
-SELECT user_id,
-       CASE WHEN regexp_full_match(timestamp, '[0-9]+') THEN CAST(timestamp AS BIGINT)
-            WHEN contains(timestamp, 'T') THEN epoch_ms(CAST(timestamp AS TIMESTAMPTZ))
-            ELSE epoch_ms(CAST(timestamp AS TIMESTAMP)) END AS t,
-       COALESCE(value.stake, 0) AS stake, COALESCE(value.win, 0) AS win,
-       value.game_code AS game, value.channel AS channel,
-       row_number() OVER () AS arrival
-FROM read_ndjson($input, columns = {{
-    event: 'VARCHAR', user_id: 'VARCHAR', timestamp: 'VARCHAR',
-    value: 'STRUCT(stake DECIMAL(18, 6), win DECIMAL(18, 6), game_code VARCHAR, channel VARCHAR)'}})
-WHERE event = 'spin';
-
 -- Islands: runs of a player's spins no more than the gap apart.
 CREATE TEMP TABLE islands AS
 SELECT *, sum(CASE WHEN since IS NULL OR since > {GAP_MS} THEN 1 ELSE 0 END)
@@ -67,7 +51,7 @@ SELECT user_id, arrival, part FROM sweep;
 CREATE TEMP TABLE sessions AS
 SELECT user_id, island, COALESCE(p.part, 1) AS part, min(t) AS start_ms, max(t) AS end_ms, count(*) AS events,
        sum(stake) AS stake, sum(win) AS win,
-       arg_max(game, (t, arrival)) FILTER (WHERE game IS NOT NULL) AS game,
+       arg_max(game_code, (t, arrival)) FILTER (WHERE game_code IS NOT NULL) AS game,
        arg_max(channel, (t, arrival)) FILTER (WHERE channel IS NOT NULL) AS channel
 FROM islands LEFT JOIN parts p USING (user_id, arrival)
 GROUP BY user_id, island, COALESCE(p.part, 1);
@@ -99,15 +83,5 @@ COPY (
 """
 
 
-def main() -> None:
-    source, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    if len(sys.argv) > 3:
-        con.execute(f"SET threads = {int(sys.argv[3])}")
-    for statement in (s for s in SQL.replace("{out}", str(out)).split(";\n") if s.strip()):
-        con.execute(statement, {"input": source} if "$input" in statement else None)
-
-
 if __name__ == "__main__":
-    main()
+    run(SQL)

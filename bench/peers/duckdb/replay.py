@@ -3,27 +3,12 @@
 with exact DECIMAL(18,6) amounts, read with declared column types (read_ndjson), written as JSON lines.
 The capped job of `make bench` is bench/peers/duckdb/capped.py.
 
-    python replay.py INPUT.jsonl OUTPUT_DIR
+    python replay.py INPUT.jsonl OUTPUT_DIR   (the spins are read by spins.py, shared with capped.py)
 """
 
-import sys
-from pathlib import Path
-
-import duckdb
+from spins import run
 
 SQL = """
-CREATE TEMP TABLE spins AS
-SELECT user_id,
-       CASE WHEN regexp_full_match(timestamp, '[0-9]+') THEN CAST(timestamp AS BIGINT)
-            WHEN contains(timestamp, 'T') THEN epoch_ms(CAST(timestamp AS TIMESTAMPTZ))
-            ELSE epoch_ms(CAST(timestamp AS TIMESTAMP)) END AS t,
-       COALESCE(value.stake, 0) AS stake, COALESCE(value.win, 0) AS win,
-       value.game_code AS game_code, value.channel AS channel, row_number() OVER () AS arrival
-FROM read_ndjson(?, columns = {
-    event: 'VARCHAR', user_id: 'VARCHAR', timestamp: 'VARCHAR',
-    value: 'STRUCT(stake DECIMAL(18, 6), win DECIMAL(18, 6), game_code VARCHAR, channel VARCHAR)'})
-WHERE event = 'spin';
-
 COPY (
   WITH ordered AS (
     SELECT *, t - lag(t) OVER (PARTITION BY user_id ORDER BY t, arrival) AS since FROM spins),
@@ -53,15 +38,5 @@ COPY (
 """
 
 
-def main() -> None:
-    source, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    statements = [s for s in SQL.replace("{out}", str(out)).split(";\n") if s.strip()]
-    con.execute(statements[0], [source])
-    for statement in statements[1:]:
-        con.execute(statement)
-
-
 if __name__ == "__main__":
-    main()
+    run(SQL)

@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any
 
-import msgspec
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -23,8 +22,8 @@ from ..kafka.clients import KAFKA_LOG, check_access, new_admin
 from ..kafka.topics import ensure_dead_letter_topic
 from ..monitoring.health import Health
 from ..monitoring.metrics import ForwardMetrics, new_registry
-from ..monitoring.redact import redact
-from ..monitoring.server import Monitor, MonitoringServer
+from ..monitoring.redact import config_view, redact
+from ..monitoring.server import Monitor, serve
 from ..monitoring.status import Snapshot
 from ..shutdown import STOP
 from .settings import ForwardSettings
@@ -52,13 +51,12 @@ class Forwarder:
         self.retries = 0
         self.retries_pending = 0  # retries of the batch being delivered
         self.metrics = ForwardMetrics(new_registry(), settings.kind)
-        metrics_settings = source.metrics
-        self.health = Health(metrics_settings.stuck_after_s if metrics_settings else 60.0)
+        self.health = Health(source.metrics.stuck_after_s) if source.metrics else Health()
         self.monitor = Monitor("sessionizer forward", {
             "mode": "forward", "to": settings.kind, "topics": ",".join(settings.topics), "group": settings.group_id,
             "version": __version__,
         }, self.health, self.metrics.registry, {
-            "config file": redact(msgspec.to_builtins(source.config)) if source.config is not None else {},
+            "config file": config_view(source.config),
             "target": redact({"kind": settings.kind, "topic": settings.target_topic, "url": settings.url,
                               **settings.target_properties}),
         })
@@ -75,10 +73,7 @@ class Forwarder:
         ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
         log.info("forwarding", extra={"topics": ",".join(self.settings.topics), "to": self.settings.kind,
                                       "group": self.settings.group_id})
-        metrics_settings = self.settings.source.metrics
-        server = None
-        if metrics_settings is not None:
-            server = MonitoringServer(self.monitor, metrics_settings.host, metrics_settings.port)
+        server = serve(self.monitor, self.settings.source.metrics)
         self.health.not_ready("waiting for the consumer group to assign partitions")
         self.consumer.subscribe(self.settings.topics, on_assign=self._on_assign)
         last_status = last_observed = time.monotonic()
@@ -113,7 +108,6 @@ class Forwarder:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.retries_pending == 0:
             self.health.set_ready(f"consuming {len(self.consumer.assignment()) or len(partitions)} partition(s)")
-            self.metrics.ready.set(1)
 
     def _on_retry(self, delay: float) -> None:
         """A delivery failed and is retried after `delay`: waiting on purpose, not stuck; not ready meanwhile."""
@@ -122,7 +116,6 @@ class Forwarder:
         self.metrics.retries.inc()
         self.health.beat("retrying a delivery")
         self.health.not_ready(f"delivery to Xtremepush failing: retry {self.retries_pending} in {delay:.1f} s")
-        self.metrics.ready.set(0)
 
     def _delivered(self, count: int, rejected: int, read_at: float) -> None:
         self.delivered += count - rejected
@@ -137,7 +130,6 @@ class Forwarder:
         if self.retries_pending:
             self.retries_pending = 0
             self.health.set_ready("delivering again")
-            metrics.ready.set(1)
 
     def _observe(self) -> None:
         self.monitor.throughput.sample(self.delivered)

@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from .. import __version__
 from ..config import RunSettings
 from ..monitoring.health import Health
 from ..monitoring.metrics import RunMetrics, StatsMark, Tally, new_registry
-from ..monitoring.server import Monitor, MonitoringServer
+from ..monitoring.redact import config_view, redact
+from ..monitoring.server import Monitor, MonitoringServer, serve
 from ..monitoring.status import PartitionRow, Snapshot
 from ..shutdown import STOP
 from ..core.envelope import shrink_dead_letter
@@ -40,7 +40,6 @@ from ..core.events import KAFKA_TIMESTAMP
 from ..core.native import CorePartition, core_name, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
-from ..monitoring.redact import redact
 from .topics import TopicError, ensure_topics
 
 log = logging.getLogger("sessionizer.run")
@@ -50,7 +49,6 @@ POLL_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 30.0
 OBSERVE_SECONDS = 1.0  # how often gauges and the status page are brought up to date
-DEFAULT_STUCK_AFTER_SECONDS = 60.0
 # Connection-level errors: Kafka may be gone; transactional calls wait until it is back.
 OUTAGE_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 
@@ -93,7 +91,7 @@ class Runtime:
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
         self._queue_limit = 0  # messages the producer's local queue holds (set with the producer)
         self.metrics = RunMetrics(new_registry())
-        self.health = Health(settings.metrics.stuck_after_s if settings.metrics else DEFAULT_STUCK_AFTER_SECONDS)
+        self.health = Health(settings.metrics.stuck_after_s) if settings.metrics else Health()
         self._restoring: list[int] | None = None  # partitions being restored now
         self._assigned_once = False  # the group has given this member its (maybe empty) share
         self._last_observed = 0.0
@@ -128,12 +126,11 @@ class Runtime:
         metrics.last_commit.set(time.time())  # "no commit since" counts from the start
         metrics.declare([], list(settings.spec.topics))
         self.monitor.config = {
-            "config file": redact(msgspec.to_builtins(settings.config)) if settings.config is not None else {},
+            "config file": config_view(settings.config),
             "consumer (librdkafka properties)": redact(consumer_config(settings)),
             "producer (librdkafka properties)": redact(producer_config(settings)),
         }
-        if settings.metrics is not None:
-            self._server = MonitoringServer(self.monitor, settings.metrics.host, settings.metrics.port)
+        self._server = serve(self.monitor, settings.metrics)
 
     def _run(self) -> int:
         check_access(self.settings)
@@ -285,8 +282,7 @@ class Runtime:
             self._abort(failure.args[0])  # and rewind: the work is redone from the last commit
             return
         self.offsets.clear()  # (a failed commit rewinds to the committed offsets anyway)
-        self._closing = TransactionCloser(producer, offsets, metadata)
-        self._closing.tally = tally
+        self._closing = TransactionCloser(producer, offsets, metadata, tally)
 
     def _settle(self) -> bool:
         """Wait for the transaction in flight to commit. False when it failed: everything since
@@ -425,7 +421,7 @@ class Runtime:
         for partition in partitions:
             self.tasks.pop(partition, None)
             self.offsets.pop(partition, None)
-            self.metrics.forget_partition(partition)
+            self.metrics.forget_partition(partition, [r.topic for r in self.settings.spec.rolling])
 
     def _restore(self, partitions: list[int]) -> list[TopicPartition]:
         """Tasks for `partitions` from their changelog, each resuming at its committed offset
@@ -567,7 +563,6 @@ class Runtime:
             health.not_ready("waiting for the consumer group to assign partitions")
         else:
             health.set_ready(f"consuming {len(self.tasks)} partition(s)")
-        self.metrics.ready.set(1 if health.is_ready else 0)
 
     def _observe(self, now: float) -> None:
         """Gauges and the status page's snapshot, from the main loop (about once a second)."""
@@ -613,9 +608,9 @@ class TransactionCloser:
     that records keep being consumed and fed while the broker confirms it (tens of ms a time)."""
 
     def __init__(self, producer: Producer, offsets: list[TopicPartition] | None, metadata: Any,
-                 bound: float | None = None) -> None:
+                 tally: Tally | None = None, bound: float | None = None) -> None:
         self.error: BaseException | None = None
-        self.tally = Tally()  # what the transaction holds (counted once it commits)
+        self.tally = tally or Tally()  # what the transaction holds (counted once it commits)
         self.seconds = 0.0  # from the start of this thread to the confirmed commit
         # librdkafka releases the GIL while it blocks: a call past this bound is given up on.
         self._bound = CALL_TIMEOUT_SECONDS + 15 if bound is None else bound

@@ -13,9 +13,12 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+DEFAULT_STUCK_AFTER_SECONDS = 60.0  # when there is no [metrics] table to say otherwise
+
 
 class Health:
-    def __init__(self, stuck_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stuck_after_s: float = DEFAULT_STUCK_AFTER_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stuck_after_s = stuck_after_s
         self._clock = clock
         self._last_beat = clock()

@@ -145,8 +145,6 @@ class RunMetrics(JobMetrics):
                                   "Records of an input partition not consumed yet (high watermark - position)",
                                   ["partition"], registry=r)
         self.assigned = Gauge("sessionizer_assigned_partitions", "Input partitions this process owns", registry=r)
-        self.ready = Gauge("sessionizer_ready", "1 when every assigned partition is restored and consuming",
-                           registry=r)
         self.idle_advances = Counter("sessionizer_idle_advances",
                                      "Stream time moved on by the wall clock for an idle partition", registry=r)
         self.transactions = Counter("sessionizer_transactions",
@@ -199,16 +197,17 @@ class RunMetrics(JobMetrics):
         self.last_commit.set(wall)
         self.recent_dead_letters.extend(tally.letters)
 
-    def forget_partition(self, partition: int) -> None:
+    def forget_partition(self, partition: int, aggregations: list[str]) -> None:
         """A revoked or lost partition's gauges go (its counters stay: they only ever grow)."""
         label = str(partition)
-        for gauge in (self.open_sessions, self.stream_time, self.stream_time_behind, self.consumer_lag):
+        gone = [(gauge, (label,)) for gauge in (self.open_sessions, self.stream_time, self.stream_time_behind,
+                                                self.consumer_lag)]
+        gone += [(self.open_windows, (label, aggregation)) for aggregation in aggregations]
+        for gauge, labels in gone:
             try:
-                gauge.remove(label)
-            except KeyError:
+                gauge.remove(*labels)
+            except KeyError:  # never set
                 pass
-        for labels in [labels for labels in self.open_windows._metrics if labels[0] == label]:
-            self.open_windows.remove(*labels)
 
 
 class ForwardMetrics:
@@ -233,6 +232,4 @@ class ForwardMetrics:
         self.last_delivery = Gauge("sessionizer_forward_last_delivery_timestamp_seconds",
                                    "Wall-clock time of the last acknowledged batch", ["target"],
                                    registry=registry).labels(target)
-        self.ready = Gauge("sessionizer_ready", "1 when consuming and Xtremepush accepts deliveries",
-                           registry=registry)
         self.info = Info("sessionizer", "This process: version, mode and target", registry=registry)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
+
 MASK = "***"
 _SECRET_NAME = re.compile(r"(password|secret|token|credential|jaas|\.pem$|^ssl\.key|private|api_key$)", re.I)
 # Names that look like secrets but only say where one is (an env variable, a file, an endpoint).
@@ -18,6 +20,11 @@ _REFERENCE = re.compile(r"(_env|_file|_url|_endpoint|\.location|token_provider)$
 
 def is_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _REFERENCE.search(name)
+
+
+def config_view(config: Any) -> Any:
+    """The TOML as read (a ConfigFile, or None), as plain data with secrets masked."""
+    return redact(msgspec.to_builtins(config)) if config is not None else {}
 
 
 def redact(value: Any, name: str = "") -> Any:

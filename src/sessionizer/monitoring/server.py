@@ -17,11 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder
 
 from . import page
 from .health import Health
+from .metrics import RECENT_DEAD_LETTERS
 from .redact import redact
 from .status import Snapshot, Throughput
 
@@ -29,18 +30,25 @@ log = logging.getLogger("sessionizer.monitoring")
 
 
 class Monitor:
-    """Everything the endpoints show about one process."""
+    """Everything the endpoints show about one process; its `sessionizer_ready` gauge is what /readyz says."""
 
     def __init__(self, title: str, facts: dict[str, Any], health: Health, registry: CollectorRegistry,
                  config: dict[str, Any], dead_letters: deque[bytes] | None = None) -> None:
         self.title, self.facts, self.health, self.registry, self.config = title, facts, health, registry, config
-        self.dead_letters: deque[bytes] = dead_letters if dead_letters is not None else deque(maxlen=20)
+        self.dead_letters: deque[bytes] = dead_letters if dead_letters is not None else deque(maxlen=RECENT_DEAD_LETTERS)
+        Gauge("sessionizer_ready", "1 while /readyz answers 200 (restored, consuming, Kafka or Xtremepush answering)",
+              registry=registry).set_function(lambda: 1.0 if health.is_ready else 0.0)
         self.snapshot = Snapshot()  # replaced whole by the main loop
         self.throughput = Throughput()
 
     def page(self) -> str:
         return page.render(self.title, self.facts, self.health.liveness(), self.health.readiness(), self.snapshot,
                            self.throughput, list(self.dead_letters), redact(self.config))  # (again: never a secret)
+
+
+def serve(monitor: Monitor, settings: Any) -> "MonitoringServer | None":
+    """The endpoints, when the config has a `[metrics]` table (`settings`: its MetricsSettings or None)."""
+    return None if settings is None else MonitoringServer(monitor, settings.host, settings.port)
 
 
 class MonitoringServer:
