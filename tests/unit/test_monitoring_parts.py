@@ -252,3 +252,20 @@ def test_replay_writes_the_same_counters_to_a_metrics_file(tmp_path, core):
                 assert samples[key] == count
             # Records wrong in themselves are read but neither accepted nor skipped.
             assert read - accepted - skipped == sum(n for (_, agg), n in by_code.items() if agg == "none")
+
+
+def test_a_metrics_file_that_cannot_be_written_names_it_and_keeps_the_output(tmp_path):
+    out = tmp_path / "out"
+    target = tmp_path / "no-such-dir" / "replay.prom"
+    done = subprocess.run([str(SESSIONIZER), "replay", "--no-progress", "--config", str(ROOT / "examples/xtremepush.toml"),
+                           "--output-dir", str(out), "--metrics-file", str(target),
+                           str(ROOT / "examples/sample-spins.jsonl")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"sessionizer: error: {target}: cannot write the metrics file" in done.stderr
+    assert "records out:" in done.stderr  # the summary came first
+    plain = tmp_path / "plain"
+    subprocess.run([str(SESSIONIZER), "replay", "--no-progress", "--config", str(ROOT / "examples/xtremepush.toml"),
+                    "--output-dir", str(plain), str(ROOT / "examples/sample-spins.jsonl")], check=True,
+                   capture_output=True, timeout=120)
+    for path in plain.iterdir():  # the replay's output is all there, as without --metrics-file
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
