@@ -44,6 +44,11 @@ impl SessionRules {
         None
     }
 
+    /// When a session whose last record is at `time`, `count` records long, closes.
+    fn due(&self, time: i64, count: i64) -> i64 {
+        self.close_at(time, count)
+    }
+
     fn close_at(&self, end: i64, count: i64) -> i64 {
         if Some(count) == self.max_events {
             end + self.grace + 1
@@ -85,6 +90,39 @@ impl KeySessions {
         let n = self.starts.len();
         (0..n).map(|i| (self.starts[i], if i + 1 < n { self.starts[i + 1] } else { self.spins.len() })).collect()
     }
+}
+
+/// The shared (game, channel) pair of a record: `previous` when it is the same pair (most records
+/// of a player), else the one in `labels` (made once per distinct pair, so records share it).
+fn label_for(labels: &mut HashMap<(Option<Box<str>>, Option<Box<str>>), Label>, previous: Option<&Label>,
+             game: Option<&str>, channel: Option<&str>) -> Option<Label> {
+    if game.is_none() && channel.is_none() {
+        return None;
+    }
+    if let Some(label) = previous {
+        if label.0.as_deref() == game && label.1.as_deref() == channel {
+            return Some(label.clone());
+        }
+    }
+    let pair = (game.map(Box::from), channel.map(Box::from));
+    if let Some(shared) = labels.get(&pair) {
+        return Some(shared.clone());
+    }
+    if labels.len() >= 65536 {
+        labels.clear();
+    }
+    let shared: Label = Arc::new(pair.clone());
+    labels.insert(pair, shared.clone());
+    Some(shared)
+}
+
+/// Append a record, growing the vector a little at a time: a session holds a few records, and
+/// doubling would leave most open sessions with room for twice what they hold.
+fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
+    if spins.len() == spins.capacity() {
+        spins.reserve_exact((spins.len() / 2).max(2));
+    }
+    spins.push(spin);
 }
 
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
@@ -155,97 +193,68 @@ impl SessionStore {
         }
     }
 
-    fn key_rc(&self, key: &str) -> Arc<str> {
-        match self.keys.get_key_value(key) {
-            Some((rc, _)) => rc.clone(),
-            None => Arc::from(key),
-        }
-    }
-
     pub fn label(&mut self, game: Option<&str>, channel: Option<&str>) -> Option<Label> {
-        if game.is_none() && channel.is_none() {
-            return None;
-        }
-        let pair = (game.map(Box::from), channel.map(Box::from));
-        if let Some(shared) = self.labels.get(&pair) {
-            return Some(shared.clone());
-        }
-        if self.labels.len() >= 65536 {
-            self.labels.clear();
-        }
-        let shared: Label = Arc::new(pair.clone());
-        self.labels.insert(pair, shared.clone());
-        Some(shared)
+        label_for(&mut self.labels, None, game, channel)
     }
 
     /// One record at stream time `now`; false when it is late (nothing changes).
     #[allow(clippy::too_many_arguments)]
     pub fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
                  now: i64) -> bool {
-        let (cut, count, previous);
-        match self.keys.get(key) {
-            None => {
-                let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
-                if time <= closed_end || self.rules.close_at(time, 1) <= now {
+        // The common case first, in one lookup: a key with open records, this one not older than its last.
+        if let Some((rc, state)) = self.keys.get_key_value_mut(key) {
+            if time <= state.closed_end {
+                return false;
+            }
+            let last = state.spins.last().unwrap();
+            if time < last.time {
+                let key = rc.clone();
+                let label = label_for(&mut self.labels, None, game, channel);
+                if !self.insert_out_of_order(&key, time, stake, win, label, now) {
                     return false;
                 }
-                cut = true;
-                count = 0;
-                previous = None;
+                self.mark(&key);
+                return true;
             }
-            Some(state) => {
-                if time <= state.closed_end {
-                    return false;
-                }
-                let last = state.spins.last().unwrap().time;
-                if time < last {
-                    let key = self.key_rc(key);
-                    let label = self.label(game, channel);
-                    if !self.insert_out_of_order(&key, time, stake, win, label, now) {
-                        return false;
-                    }
-                    self.mark(&key);
-                    return true;
-                }
-                let first = *state.starts.last().unwrap();
-                count = (state.spins.len() - first) as i64;
-                cut = count >= self.max_events || time - last > self.rules.gap
-                    || time - state.spins[first].time > self.max_duration;
-                previous = state.spins.last().and_then(|spin| spin.label.clone());
+            let first = *state.starts.last().unwrap();
+            let count = (state.spins.len() - first) as i64;
+            let cut = count >= self.max_events || time - last.time > self.rules.gap
+                || time - state.spins[first].time > self.max_duration;
+            let new_count = if cut { 1 } else { count + 1 };
+            let due = self.rules.due(time, new_count);
+            if due <= now {
+                return false;
             }
+            // A player's records mostly share the previous one's (game, channel): reuse it.
+            let label = label_for(&mut self.labels, last.label.as_ref(), game, channel);
+            if cut {
+                state.starts.push(state.spins.len());
+            }
+            push_spin(&mut state.spins, Spin { time, stake, win, label });
+            if due < state.due {
+                state.due = due;
+                self.due.push(Reverse((due, rc.clone())));
+                self.next_due = self.next_due.min(due);
+            }
+            if self.track_changes {
+                self.changed.insert(rc.clone());
+            }
+            return true;
         }
-        let new_count = if cut { 1 } else { count + 1 };
-        let due = if new_count == self.max_events {
-            time + self.rules.grace + 1
-        } else {
-            time + self.rules.gap + self.rules.grace + 1
-        };
-        if due <= now {
+        // A key with no open records: a new session, unless its last closed one makes this late.
+        let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
+        let due = self.rules.due(time, 1);
+        if time <= closed_end || due <= now {
             return false;
         }
-        // A player's records mostly share the previous one's (game, channel): reuse it.
-        let label = match previous {
-            Some(label) if label.0.as_deref() == game && label.1.as_deref() == channel => Some(label),
-            _ => self.label(game, channel),
-        };
-        let key = match self.keys.get_key_value(key) {
-            Some((rc, _)) => rc.clone(),
-            None => {
-                let rc: Arc<str> = Arc::from(key);
-                let closed_end = self.closed_ends.remove(key).unwrap_or(NO_CLOSED_END);
-                self.keys.insert(rc.clone(), KeySessions { closed_end, ..Default::default() });
-                rc
-            }
-        };
-        let state = self.keys.get_mut(&key).unwrap();
-        if cut {
-            state.starts.push(state.spins.len());
-        }
-        state.spins.push(Spin { time, stake, win, label });
-        if count == 0 || due < state.due {
-            self.schedule(&key, due);
-        }
-        self.mark(&key);
+        let label = label_for(&mut self.labels, None, game, channel);
+        let rc: Arc<str> = Arc::from(key);
+        self.closed_ends.remove(key);
+        let spins = vec![Spin { time, stake, win, label }];
+        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due });
+        self.due.push(Reverse((due, rc.clone())));
+        self.next_due = self.next_due.min(due);
+        self.mark(&rc);
         true
     }
 

@@ -31,6 +31,7 @@ pub struct WindowStore {
     pub changed: HashSet<(i64, Arc<str>)>,
     event_name: Vec<u8>,
     pub out: Vec<(Arc<str>, Vec<u8>)>,
+    last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
 }
 
 impl WindowStore {
@@ -46,6 +47,7 @@ impl WindowStore {
             changed: HashSet::default(),
             event_name,
             out: Vec::new(),
+            last_closed_groups: 0,
         }
     }
 
@@ -79,12 +81,13 @@ impl WindowStore {
 
     fn add(&mut self, start: i64, group: &str, stake: i64, win: i64) {
         let close_at = self.close_at(start);
+        let capacity = self.last_closed_groups;
         let bucket = self.buckets.entry(start).or_insert_with(|| {
             self.starts.push(Reverse(start));
             if close_at < self.next_due {
                 self.next_due = close_at;
             }
-            HashMap::default()
+            HashMap::with_capacity_and_hasher(capacity, Default::default())
         });
         match bucket.get_mut(group) {
             Some(totals) => {
@@ -123,6 +126,7 @@ impl WindowStore {
     fn close_bucket(&mut self, start: i64) {
         let end = start + self.size;
         let bucket = self.buckets.remove(&start).unwrap_or_default();
+        self.last_closed_groups = bucket.len();
         let mut groups: Vec<(Arc<str>, Totals)> = bucket.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut start_text = Vec::with_capacity(19);

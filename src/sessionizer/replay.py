@@ -46,12 +46,12 @@ def replay(spec: JobSpec, inputs: list[str], output_dir: str | Path, progress: b
         for name, stream in zip(inputs, sources):
             label = "<stdin>" if name == "-" else name
             line_no = 1
-            for lines in _chunks(stream, label):
-                part.feed_lines(lines, label, line_no)
-                line_no += len(lines)
+            for text, stop in _chunks(stream, label):
+                lines = part.feed_text(text, stop, label, line_no)
+                line_no += lines
                 _write(part, sinks)
                 if bar is not None:
-                    bar.update(len(lines))
+                    bar.update(lines)
         part.end_of_input()
         _write(part, sinks)
         for sink in sinks.values():
@@ -63,11 +63,19 @@ def _file_line(source: tuple[str, int]) -> dict:
     return {"file": source[0], "line": source[1]}
 
 
-def _chunks(stream: BinaryIO, label: str) -> Iterator[list[bytes]]:
-    """The input's lines (with their ends), about CHUNK_BYTES at a time."""
+def _chunks(stream: BinaryIO, label: str) -> Iterator[tuple[bytes, int]]:
+    """The input about CHUNK_BYTES at a time, as (text, stop): `text[:stop]` is whole lines (the
+    last line of the input may have no end); the rest of `text` starts the next chunk."""
     try:
-        while lines := stream.readlines(CHUNK_BYTES):
-            yield lines
+        rest = b""
+        while block := stream.read(CHUNK_BYTES):
+            text = rest + block if rest else block
+            stop = text.rfind(b"\n") + 1
+            if stop:
+                yield text, stop
+            rest = text[stop:]
+        if rest:
+            yield rest, len(rest)
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise ReplayError(f"{label}: cannot read the input ({error})") from None
 
@@ -103,8 +111,8 @@ def _open_outputs(out_dir: Path, topics: list[str], stack: ExitStack) -> dict[st
 
 
 def _write(part: CorePartition, sinks: dict[str, BinaryIO]) -> None:
-    for topic, records in part.drain_by_topic().items():
-        sinks[topic].write(b"\n".join([value for _, value in records]) + b"\n")
+    for topic, (_, text) in part.drain_lines_by_topic().items():
+        sinks[topic].write(text)
 
 
 def _progress_bar(inputs: list[str], stack: ExitStack):

@@ -128,17 +128,22 @@ def test_both_cores_write_the_same_bytes(job, feed_lines, track_changes):
     assert run(NativePartition, job, feed_lines, track_changes) == run(Partition, job, feed_lines, track_changes)
 
 
-@given(jobs, lines)
-def test_replay_lines_go_through_both_cores_alike(job, feed_lines):
-    """feed_lines: line ends, blank lines and line numbers as replay reads a file."""
-    text = [raw + end for raw, end in zip(feed_lines, [b"\n", b"\r\n", b"\n\n", b"", b" \n"] * 10)]
+@given(jobs, lines, st.integers(0, 400))
+def test_replay_text_goes_through_both_cores_alike(job, feed_lines, split):
+    """feed_text: line ends, blank lines, a last line with no end and line numbers as replay
+    reads a file, in two chunks (the first fed only up to its stop, with more text after it)."""
+    ends = [b"\n", b"\r\n", b"\n\n", b" \n", b"\n"] * 10
+    text = b"".join(raw + end for raw, end in zip(feed_lines, ends)).rstrip(b"\n")
+    stop = text[:split].rfind(b"\n") + 1
     results = []
     for core in (NativePartition, Partition):
         part = core(job, describe_source=lambda s: {"file": s[0], "line": s[1]})
-        part.feed_lines(text, "in.jsonl", 3)
+        first = part.feed_text(text, stop, "in.jsonl", 3)
+        second = part.feed_text(text[stop:], len(text) - stop, "in.jsonl", 3 + first)
         part.end_of_input()
-        results.append((part.drain(), part.stats.read, part.stats.valid))
+        results.append((part.drain_lines_by_topic(), part.stats.read, part.stats.valid, first, second))
     assert results[0] == results[1]
+    assert results[0][3] + results[0][4] == (text.count(b"\n") + 1 if text else 0)
 
 
 @given(jobs, lines, st.integers(0, 40))
@@ -162,3 +167,42 @@ def test_each_core_restores_what_the_other_wrote(job, feed_lines, cut):
         flat = [o for batch in out for o in batch]
         assert flat == [o for _, _, batch in expected for topic, recs in batch.items() for o in
                         [(topic, k, v) for k, v in recs]]
+
+
+@given(jobs, lines, st.integers(0, 40))
+def test_both_cores_restore_a_changelog_alike(job, feed_lines, cut):
+    """A changelog as Kafka holds it (every change in order, tombstones and stream times included),
+    restored in batches: both cores come back with the same state, and go on alike."""
+    writer = Partition(job, track_changes=True, describe_source=lambda s: {"line": s})
+    changelog: dict[str, list] = {}
+    for n, raw in enumerate(feed_lines[:cut]):
+        writer.feed(raw, n)
+        writer.drain()
+        for store, records_ in writer.take_changes().items():
+            changelog.setdefault(store, []).extend(records_)
+    results = []
+    for reader in (NativePartition, Partition):
+        part = reader(job, describe_source=lambda s: {"line": s})
+        for store, records_ in changelog.items():
+            for start in range(0, len(records_), 3):  # several batches per store, as the restore reads them
+                part.restore(store, records_[start:start + 3])
+        part.finish_restore()
+        snapshot = part.snapshot()
+        for n, raw in enumerate(feed_lines[cut:], cut):
+            part.feed(raw, n)
+        part.end_of_input()
+        results.append((snapshot, part.drain()))
+    assert results[0] == results[1]
+    assert results[0][0] == writer.snapshot()
+
+
+def test_a_changelog_record_that_cannot_be_read_is_named():
+    job = JobSpec(sessions=SessionOutput("s", SessionRules(gap=1000, grace=0)),
+                  rolling=(RollingOutput("r0", WindowRules(1000, 1000)),))
+    part = NativePartition(job)
+    with pytest.raises(ValueError, match='session state of "p1" cannot be read'):
+        part.restore("sessions", [("p1", b"\x94\x01")])
+    with pytest.raises(ValueError, match='window totals of "1000:p1" cannot be read'):
+        part.restore("r0", [("1000:p1", b"\x93\x01\x02")])
+    with pytest.raises(ValueError, match="stream time"):
+        part.restore("sessions", [("", b"soon")])

@@ -22,11 +22,9 @@ import orjson
 
 from . import envelope
 from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
-from .partition import (NO_AGGREGATION, STREAM_TIME_KEY, Partition, PartitionStats, _decode_time, _encode_time, _late_detail,
-                        missing_group_detail, replay_record, window_lateness)
-from .sessions import _STATE_DECODER
+from .partition import (NO_AGGREGATION, STREAM_TIME_KEY, Partition, PartitionStats, _encode_time, _late_detail,
+                        lines_of, missing_group_detail, replay_record, window_lateness)
 from .spec import JobSpec
-from .windows import _TOTALS_DECODER
 
 try:
     from .. import _native as sessionizer_native
@@ -134,14 +132,14 @@ class NativePartition:
         if outcome:
             self._follow_up(outcome, raw, source, kafka_timestamp)
 
-    def feed_lines(self, lines: list[bytes], label: str, first_line: int) -> None:
-        engine, index = self._engine, 0
+    def feed_text(self, text: bytes, stop: int, label: str, first_line: int) -> int:
+        engine, at, line = self._engine, 0, first_line
         while True:
-            index, outcome = engine.feed_lines(lines, index)
+            begin, at, lines, outcome = engine.feed_text(text, at, stop)
+            line += lines
             if not outcome:
-                return
-            self._follow_up(outcome, replay_record(lines[index]), (label, first_line + index), None)
-            index += 1
+                return line - first_line
+            self._follow_up(outcome, replay_record(text[begin:at]), (label, line - 1), None)
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
                       with_timestamp: bool) -> tuple[int, int, int]:
@@ -174,6 +172,18 @@ class NativePartition:
                 self._stats.out[topic] += len(records)
         if self._dead_letters:
             drained[self.spec.dead_letter_topic] = self._dead_letters
+            self._stats.out[self.spec.dead_letter_topic] += len(self._dead_letters)
+            self._dead_letters = []
+        return drained
+
+    def drain_lines_by_topic(self) -> dict[str, tuple[int, bytes]]:
+        drained: dict[str, tuple[int, bytes]] = {}
+        for topic, (count, text) in zip(self._output_topics, self._engine.drain_lines()):
+            if count:
+                drained[topic] = (count, text)
+                self._stats.out[topic] += count
+        if self._dead_letters:
+            drained[self.spec.dead_letter_topic] = lines_of(self._dead_letters)
             self._stats.out[self.spec.dead_letter_topic] += len(self._dead_letters)
             self._dead_letters = []
         return drained
@@ -230,18 +240,9 @@ class NativePartition:
         return snapshot
 
     def restore(self, store_name: str, records: Any) -> None:
-        engine = self._engine
+        # One call per batch: the engine reads the MessagePack itself (the same bytes the Python core reads).
         window = None if store_name == "sessions" else self._window_index[store_name]
-        for key, value in records:
-            if key == STREAM_TIME_KEY:
-                if value is not None:
-                    engine.restore_stream_time(_decode_time(value))
-            elif window is None:
-                engine.restore_session(key, None if value is None else _STATE_DECODER.decode(value))
-            else:
-                start_text, _, group = key.partition(":")
-                engine.restore_window(window, int(start_text), group,
-                                      None if value is None else _TOTALS_DECODER.decode(value))
+        self._engine.restore_records(window, records if isinstance(records, list) else list(records))
 
     def finish_restore(self) -> None:
         self._engine.finish_restore()

@@ -13,6 +13,8 @@ No I/O, no clock: the replay command and the Kafka runtime both drive this.
 
 from __future__ import annotations
 
+import io
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
@@ -110,14 +112,17 @@ class Partition:
                 error, why = window_lateness(partially=outcome != LATE)
                 self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
 
-    def feed_lines(self, lines: list[bytes], label: str, first_line: int) -> None:
-        """Lines of a replay file (with their ends); `lines[i]`'s source is (label, first_line + i).
-        Blank lines are passed over."""
+    def feed_text(self, text: bytes, stop: int, label: str, first_line: int) -> int:
+        """Whole lines of a replay file, `text[:stop]` (each line ending in a line feed, but maybe the
+        file's last), the first being line `first_line` of `label`; how many lines that was. Blank
+        lines are passed over."""
+        lines = io.BytesIO(text[:stop]).readlines()  # the lines a file's readlines() gives
         feed = self.feed
         for index, line in enumerate(lines):
             raw = replay_record(line)
             if raw and not raw.isspace():
                 feed(raw, (label, first_line + index))
+        return len(lines)
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
                       with_timestamp: bool) -> tuple[int, int, int]:
@@ -161,6 +166,10 @@ class Partition:
                 records.clear()  # in place: the emitters hold these lists
                 self.stats.out[topic] += len(drained[topic])
         return drained
+
+    def drain_lines_by_topic(self) -> dict[str, tuple[int, bytes]]:
+        """`drain_by_topic` for a file: per topic, how many records and their values one per line."""
+        return {topic: lines_of(records) for topic, records in self.drain_by_topic().items()}
 
     def drain(self) -> list[Output]:
         """`drain_by_topic` as one list of Outputs (topic by topic)."""
@@ -288,6 +297,11 @@ class _Rolling:
 
     def missing_group_detail(self, value: Any) -> str:
         return missing_group_detail(self.group_path, value)
+
+
+def lines_of(records: list[tuple[str | None, bytes]]) -> tuple[int, bytes]:
+    """How many records, and their values one per line."""
+    return len(records), b"".join([value + b"\n" for _, value in records])
 
 
 def replay_record(line: bytes) -> bytes:
