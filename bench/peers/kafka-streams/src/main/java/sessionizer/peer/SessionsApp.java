@@ -23,6 +23,7 @@ import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.EmitStrategy;
 import org.apache.kafka.streams.kstream.Grouped;
 import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Materialized;
@@ -31,13 +32,22 @@ import org.apache.kafka.streams.kstream.SessionWindows;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
 import org.apache.kafka.streams.kstream.Windowed;
+import org.apache.kafka.streams.state.BuiltInDslStoreSuppliers;
 
 /**
  * The job sessionizer does, written the way a Kafka Streams user would: per-player session windows
  * (inactivity gap + grace) and a 2-minute tumbling window, each summed with exact BigDecimal amounts,
  * suppressed until the window closes, exactly-once v2, written as the Xtremepush envelope JSON.
  *
- * <p>args: bootstrap input-topic application-id sessions-topic rolling-topic state-dir
+ * <p>args: bootstrap input-topic application-id sessions-topic rolling-topic state-dir [tuned THREADS]
+ *
+ * <p>Without "tuned": Kafka Streams' defaults, as a user following the guide runs it (one stream
+ * thread, exactly-once's 100 ms commit interval, RocksDB stores, {@code suppress}). With "tuned
+ * THREADS", what an expert would set for this job: THREADS stream threads, sessionizer's 250 ms
+ * commit interval, in-memory DSL stores, a 128 MiB record cache, and sessionizer's producer batching
+ * (linger 20 ms, batch up to 1 MB, no compression). {@code emitStrategy(onWindowClose())} (KIP-825)
+ * in place of {@code suppress} can be asked for ("tuned THREADS STORES close"), but it loses
+ * windows on this job (the README says how many), so the tuned runs keep {@code suppress}.
  */
 public final class SessionsApp {
     static final ObjectMapper JSON = new ObjectMapper().enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS);
@@ -174,6 +184,11 @@ public final class SessionsApp {
 
     public static void main(String[] args) throws InterruptedException {
         String bootstrap = args[0], inputTopic = args[1], appId = args[2], sessionsTopic = args[3], rollingTopic = args[4];
+        boolean tuned = args.length > 6 && args[6].equals("tuned");
+        // tuned THREADS [STORES EMIT]: STORES "memory" (default) or "rocksdb"; EMIT "suppress" (default) or
+        // "close" (emitStrategy(onWindowClose()), KIP-825: it loses windows here, see the README)
+        boolean inMemory = tuned && (args.length <= 8 || args[8].equals("memory"));
+        boolean emitOnClose = tuned && args.length > 9 && args[9].equals("close");
         Properties props = new Properties();
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -181,6 +196,17 @@ public final class SessionsApp {
         props.put(StreamsConfig.STATE_DIR_CONFIG, args[5]);
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         props.put("consumer.auto.offset.reset", "earliest");
+        if (tuned) {
+            props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, Integer.parseInt(args[7]));
+            props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 250);
+            if (inMemory) {
+                props.put(StreamsConfig.DSL_STORE_SUPPLIERS_CLASS_CONFIG, BuiltInDslStoreSuppliers.InMemoryDslStoreSuppliers.class);
+            }
+            props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 128L * 1024 * 1024);
+            props.put(StreamsConfig.producerPrefix("linger.ms"), 20);
+            props.put(StreamsConfig.producerPrefix("batch.size"), 1_000_000);
+            props.put(StreamsConfig.producerPrefix("compression.type"), "none");
+        }
 
         Serde<Spin> spinSerde = jsonSerde(Spin.class);
         Serde<Totals> totalsSerde = jsonSerde(Totals.class);
@@ -191,20 +217,22 @@ public final class SessionsApp {
                         .withTimestampExtractor((record, previous) ->
                                 record.value() instanceof Spin spin ? spin.time : previous))
                 .filter((key, spin) -> spin != null);
-        spins.groupByKey(Grouped.with(Serdes.String(), spinSerde))
-                .windowedBy(SessionWindows.ofInactivityGapAndGrace(GAP, GRACE))
-                .aggregate(Totals::new, (key, spin, totals) -> totals.add(spin), (key, a, b) -> a.merge(b),
-                        Materialized.with(Serdes.String(), totalsSerde))
-                .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()))
-                .toStream()
+        var sessionWindows = spins.groupByKey(Grouped.with(Serdes.String(), spinSerde))
+                .windowedBy(SessionWindows.ofInactivityGapAndGrace(GAP, GRACE));
+        if (emitOnClose) sessionWindows = sessionWindows.emitStrategy(EmitStrategy.onWindowClose());
+        var sessionTotals = sessionWindows.aggregate(Totals::new, (key, spin, totals) -> totals.add(spin),
+                (key, a, b) -> a.merge(b), Materialized.with(Serdes.String(), totalsSerde));
+        if (!emitOnClose) sessionTotals = sessionTotals.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        sessionTotals.toStream()
                 .map((window, totals) -> KeyValue.pair(window.key(), session(window, totals)))
                 .to(sessionsTopic, Produced.with(Serdes.String(), Serdes.String()));
-        spins.groupByKey(Grouped.with(Serdes.String(), spinSerde))
-                .windowedBy(TimeWindows.ofSizeAndGrace(SIZE, GRACE))
-                .aggregate(Totals::new, (key, spin, totals) -> totals.add(spin),
-                        Materialized.with(Serdes.String(), totalsSerde))
-                .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()))
-                .toStream()
+        var timeWindows = spins.groupByKey(Grouped.with(Serdes.String(), spinSerde))
+                .windowedBy(TimeWindows.ofSizeAndGrace(SIZE, GRACE));
+        if (emitOnClose) timeWindows = timeWindows.emitStrategy(EmitStrategy.onWindowClose());
+        var windowTotals = timeWindows.aggregate(Totals::new, (key, spin, totals) -> totals.add(spin),
+                Materialized.with(Serdes.String(), totalsSerde));
+        if (!emitOnClose) windowTotals = windowTotals.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        windowTotals.toStream()
                 .map((window, totals) -> KeyValue.pair(window.key(), rolling(window, totals)))
                 .to(rollingTopic, Produced.with(Serdes.String(), Serdes.String()));
 
