@@ -355,7 +355,8 @@ impl Engine {
     /// the state as the Python core's changelog holds it.
     fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
         let Some(sessions) = &mut self.sessions else { return Vec::new() };
-        let mut keys: Vec<Arc<str>> = sessions.changed.drain().collect();
+        // taken, not drained: a set that once held every key would keep its table for good
+        let mut keys: Vec<Arc<str>> = std::mem::take(&mut sessions.changed).into_iter().collect();
         keys.sort();
         keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
@@ -372,7 +373,7 @@ impl Engine {
     fn take_window_changes<'py>(&mut self, py: Python<'py>, index: usize)
                                 -> PyResult<Vec<(String, Option<Bound<'py, PyBytes>>)>> {
         let store = &mut self.rolling[index].store;
-        let mut changed: Vec<(i64, Arc<str>)> = store.changed.drain().collect();
+        let mut changed: Vec<(i64, Arc<str>)> = std::mem::take(&mut store.changed).into_iter().collect();
         changed.sort();
         changed
             .into_iter()
