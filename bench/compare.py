@@ -65,6 +65,10 @@ CAP_SECONDS = 900  # a contender still consuming after this long is stopped; its
 def main() -> None:
     if sys.argv[1:] == ["--replay-only"]:  # the replay half again, next to the last streaming results
         return replay_only()
+    if sys.argv[1:] == ["--report"]:  # the chart and BENCHMARKS.md section again, from the last results
+        results = json.loads((RESULTS / "compare.json").read_text())
+        chart(results, CHART)
+        return write_section(results)
     ensure_inputs()
     work = Path(tempfile.mkdtemp(prefix="sessionizer-compare-"))
     lines = DATA_1M.read_bytes().splitlines()
@@ -496,6 +500,11 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def ratio(value: float) -> str:
+    """Two significant digits: 1.61x, 0.066x, 0.0044x."""
+    return f"{value:.2g}x" if value < 1 else f"{value:.2f}x"
+
+
 def write_section(r: dict) -> None:
     s, p = r["streaming"], r["replay"]
     ours_warm = s["sessionizer"]["warm_events_per_second"]
@@ -506,7 +515,7 @@ def write_section(r: dict) -> None:
         out = " / ".join(f"{n:,}" for n in e["records_out"].values())
         consumed = f"{e['consumed']:,}" + ("" if e["finished"] else f" (stopped after {CAP_SECONDS} s)")
         warm = e.get("warm_events_per_second") or e["events_per_second"]
-        rows.append(f"| {name} | {consumed} | {e['events_per_second']:,} | {warm:,} | {warm / ours_warm:.2f}x | "
+        rows.append(f"| {name} | {consumed} | {e['events_per_second']:,} | {warm:,} | {ratio(warm / ours_warm)} | "
                     f"{e['peak_rss_mib']} MiB | {out} |")
     replay_ours = p["sessionizer replay"]["events_per_second"]
     rows += ["", "| contender (replay of 500k spins) | wall time | events/s | vs sessionizer | peak RSS |",
