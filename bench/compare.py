@@ -152,11 +152,17 @@ def with_end_markers(lines: list[bytes], partitions: list[int]) -> tuple[list[by
     return lines, partitions
 
 
+def replay_config(work: Path) -> Path:
+    """The compare job for `sessionizer replay`: its outputs in sessions.jsonl and rolling.jsonl."""
+    config = work / "replay.toml"
+    config.write_text((HERE / "compare.toml").read_text().replace("@SESSIONS@", "sessions").replace("@ROLLING@", "rolling"))
+    return config
+
+
 def replay_reference(work: Path, lines: list[bytes], partitions: list[int]) -> dict:
     """What `sessionizer replay` makes of these records, partition by partition (as a streaming
     job sees them: each partition its own stream time), summarised for the agreement checks."""
-    config = work / "replay.toml"
-    config.write_text((HERE / "compare.toml").read_text().replace("@SESSIONS@", "sessions").replace("@ROLLING@", "rolling"))
+    config = replay_config(work)
     outputs: dict[str, list[dict]] = {"sessions": [], "rolling": []}
     for p in range(PARTITIONS):
         source, out = work / f"reference-{p}.jsonl", work / f"reference-out-{p}"
@@ -382,8 +388,7 @@ FLOOR = "import sys, orjson\nloads = orjson.loads\nfor line in open(sys.argv[1],
 
 
 def replay_contenders(work: Path) -> dict:
-    config = work / "replay.toml"
-    config.write_text((HERE / "compare.toml").read_text().replace("@SESSIONS@", "sessions").replace("@ROLLING@", "rolling"))
+    config = replay_config(work)
     runs = {
         "orjson parse floor": ([str(PY), "-c", FLOOR, str(DATA_500K)], None),
         "sessionizer replay": ([str(BIN / "sessionizer"), "replay", "--no-progress", "--config", str(config),

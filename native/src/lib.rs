@@ -118,6 +118,12 @@ impl Engine {
         LATE
     }
 
+    /// Each output's final records not yet drained, sessions first.
+    fn outputs(&mut self) -> Vec<&mut Vec<(Arc<str>, Vec<u8>)>> {
+        let sessions = self.sessions.iter_mut().map(|sessions| &mut sessions.out);
+        sessions.chain(self.rolling.iter_mut().map(|rolling| &mut rolling.store.out)).collect()
+    }
+
     fn move_time(&mut self, time: i64) {
         if time <= self.stream_time {
             return;
@@ -284,14 +290,7 @@ impl Engine {
 
     /// Final records since the last drain: one list of (key, value) per output, sessions first.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
-        let mut outs: Vec<&mut Vec<(Arc<str>, Vec<u8>)>> = Vec::new();
-        if let Some(sessions) = &mut self.sessions {
-            outs.push(&mut sessions.out);
-        }
-        for rolling in &mut self.rolling {
-            outs.push(&mut rolling.store.out);
-        }
-        outs.into_iter()
+        self.outputs().into_iter()
             .map(|out| {
                 let records = out.drain(..).map(|(key, value)| (key.to_string(), PyBytes::new(py, &value)));
                 PyList::new(py, records.map(|pair| pair.into_pyobject(py).unwrap()))
@@ -302,14 +301,7 @@ impl Engine {
     /// The same records as `drain`, for a file: per output (sessions first), how many, and their
     /// values one per line (no key, no Python object per record).
     fn drain_lines<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<(usize, Bound<'py, PyBytes>)>> {
-        let mut outs: Vec<&mut Vec<(Arc<str>, Vec<u8>)>> = Vec::new();
-        if let Some(sessions) = &mut self.sessions {
-            outs.push(&mut sessions.out);
-        }
-        for rolling in &mut self.rolling {
-            outs.push(&mut rolling.store.out);
-        }
-        outs.into_iter()
+        self.outputs().into_iter()
             .map(|out| {
                 let total = out.iter().map(|(_, value)| value.len() + 1).sum();
                 let text = PyBytes::new_with(py, total, |buf| {

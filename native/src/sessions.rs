@@ -44,11 +44,6 @@ impl SessionRules {
         None
     }
 
-    /// When a session whose last record is at `time`, `count` records long, closes.
-    fn due(&self, time: i64, count: i64) -> i64 {
-        self.close_at(time, count)
-    }
-
     fn close_at(&self, end: i64, count: i64) -> i64 {
         if Some(count) == self.max_events {
             end + self.grace + 1
@@ -221,7 +216,7 @@ impl SessionStore {
             let cut = count >= self.max_events || time - last.time > self.rules.gap
                 || time - state.spins[first].time > self.max_duration;
             let new_count = if cut { 1 } else { count + 1 };
-            let due = self.rules.due(time, new_count);
+            let due = self.rules.close_at(time, new_count);
             if due <= now {
                 return false;
             }
@@ -243,7 +238,7 @@ impl SessionStore {
         }
         // A key with no open records: a new session, unless its last closed one makes this late.
         let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
-        let due = self.rules.due(time, 1);
+        let due = self.rules.close_at(time, 1);
         if time <= closed_end || due <= now {
             return false;
         }
