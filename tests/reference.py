@@ -1,4 +1,4 @@
-"""A slow, literal reading of SPEC sections 2-4, to check the fast core against.
+"""A slow, literal reading of SPEC sections 2-4 and 7, to check the fast core against.
 
 Nothing here is shared with `sessionizer.core` except the rule objects
 (plain settings). Every step recomputes the sweep from scratch: after each
@@ -24,6 +24,44 @@ class Rec:
     win: int
     game: str | None = None
     channel: str | None = None
+    # SPEC section 7 (a record of a plain job keeps these defaults)
+    kind: str | None = None  # its type
+    counts: bool = True
+    negate: bool = False  # stake and win above are as written; the reference subtracts them
+    rid: str | None = None
+    v: int | None = None  # the value at the aggregates' number field (whole units)
+    g: str | int | None = None  # the value at the aggregates' label field
+
+
+@dataclass(frozen=True)
+class RefAggregate:
+    name: str
+    kind: str  # sum, count, min, max, first, last, count_distinct
+    field: str | None  # "v", "g" or None (count)
+    types: frozenset[str] | None = None
+
+    def value(self, records: list[Rec]):
+        """Over records in sweep order (event time, then arrival), literally as SPEC 7.3 says."""
+        fed = [r for r in records if self.types is None or r.kind in self.types]
+        if self.kind == "count":
+            return len(fed)
+        present = [(r, getattr(r, self.field)) for r in fed if getattr(r, self.field) is not None]
+        if self.kind == "sum":
+            return sum(-value if r.negate else value for r, value in present)
+        values = [value for _, value in present]
+        if self.kind == "count_distinct":
+            return len({str(value) for value in values})
+        if not values:
+            return None
+        return {"min": min, "max": max, "first": lambda v: v[0], "last": lambda v: v[-1]}[self.kind](values)
+
+
+def sweep_order(records: list[Rec]) -> list[Rec]:
+    return sorted(records, key=lambda r: (r.time, r.arrival))
+
+
+def signed(rec: Rec) -> tuple[int, int]:
+    return (-rec.stake, -rec.win) if rec.negate else (rec.stake, rec.win)
 
 
 def ref_sweep(records: list[Rec], rules: SessionRules) -> list[tuple[list[Rec], str | None]]:
@@ -34,7 +72,7 @@ def ref_sweep(records: list[Rec], rules: SessionRules) -> list[tuple[list[Rec], 
         if sessions:
             current = sessions[-1]
             reason = None
-            if rules.max_events is not None and len(current) >= rules.max_events:
+            if rules.max_events is not None and counting(current) >= rules.max_events and rec.counts:
                 reason = "max_events"
             elif rec.time - current[-1].time > rules.gap:
                 reason = "inactivity"
@@ -49,9 +87,17 @@ def ref_sweep(records: list[Rec], rules: SessionRules) -> list[tuple[list[Rec], 
     return list(zip(sessions, reasons))
 
 
+def counting(session: list[Rec]) -> int:
+    return sum(1 for r in session if r.counts)
+
+
+def is_full(session: list[Rec], rules: SessionRules) -> bool:
+    return rules.max_events is not None and counting(session) == rules.max_events
+
+
 def is_closed(session: list[Rec], rules: SessionRules, now: int) -> bool:
     end = session[-1].time
-    if rules.max_events is not None and len(session) == rules.max_events:
+    if is_full(session, rules):
         return now > end + rules.grace
     return now > end + rules.gap + rules.grace
 
@@ -59,6 +105,7 @@ def is_closed(session: list[Rec], rules: SessionRules, now: int) -> bool:
 @dataclass
 class RefSessions:
     rules: SessionRules
+    aggregates: tuple[RefAggregate, ...] = ()
     open: dict[str, list[Rec]] = field(default_factory=dict)
     closed_end: dict[str, int] = field(default_factory=dict)
     emitted: list[dict] = field(default_factory=list)
@@ -75,13 +122,13 @@ class RefSessions:
                 swept = ref_sweep(records, self.rules)
                 closing = [(s, r) for s, r in swept if end_of_input or is_closed(s, self.rules, now)]
                 for session, cut in closing:
-                    if cut is not None:
-                        reason = cut
-                    elif self.rules.max_events is not None and len(session) == self.rules.max_events:
+                    if is_full(session, self.rules):  # SPEC 7.1: whatever follows
                         reason = "max_events"
+                    elif cut is not None:
+                        reason = cut
                     else:
                         reason = "end_of_input" if end_of_input else "inactivity"
-                    self.emitted.append(session_out(key, session, reason))
+                    self.emitted.append(session_out(key, session, reason, self.aggregates))
                     self.closed_end[key] = max(self.closed_end.get(key, -1), session[-1].time)
                     ids = {id(r) for r in session}
                     self.open[key] = [r for r in self.open[key] if id(r) not in ids]
@@ -102,28 +149,33 @@ class RefSessions:
         self.open.setdefault(rec.key, []).append(rec)
 
 
-def session_out(key: str, session: list[Rec], reason: str) -> dict:
+def session_out(key: str, session: list[Rec], reason: str, aggregates: tuple[RefAggregate, ...] = ()) -> dict:
     games = [r.game for r in session if r.game is not None]
     channels = [r.channel for r in session if r.channel is not None]
-    stake = sum(r.stake for r in session)
-    win = sum(r.win for r in session)
-    return {"key": key, "start": session[0].time, "end": session[-1].time, "count": len(session),
+    stake = sum(signed(r)[0] for r in session)
+    win = sum(signed(r)[1] for r in session)
+    return {"key": key, "start": session[0].time, "end": session[-1].time, "count": counting(session),
             "stake": stake, "win": win, "net": win - stake, "game": games[-1] if games else None,
-            "channel": channels[-1] if channels else None, "reason": reason}
+            "channel": channels[-1] if channels else None, "reason": reason,
+            "aggregates": tuple(a.value(session) for a in aggregates)}
 
 
 @dataclass
 class RefWindows:
     rules: WindowRules
-    open: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (start, group) -> [n, stake, win]
+    aggregates: tuple[RefAggregate, ...] = ()
+    open: dict[tuple[int, str], list[Rec]] = field(default_factory=dict)  # (start, group) -> its records
     emitted: list[dict] = field(default_factory=list)
 
     def close(self, now: int, end_of_input: bool = False) -> None:
         for start, group in sorted(self.open):
             if end_of_input or now >= start + self.rules.size + self.rules.grace:
-                count, stake, win = self.open.pop((start, group))
+                records = sweep_order(self.open.pop((start, group)))
+                stake = sum(signed(r)[0] for r in records)
+                win = sum(signed(r)[1] for r in records)
                 self.emitted.append({"group": group, "start": start, "end": start + self.rules.size,
-                                     "count": count, "stake": stake, "win": win, "net": win - stake})
+                                     "count": counting(records), "stake": stake, "win": win, "net": win - stake,
+                                     "aggregates": tuple(a.value(records) for a in self.aggregates)})
 
     def add(self, group: str, rec: Rec, now: int) -> str:
         """"added", "late" or "partially_late"."""
@@ -131,10 +183,7 @@ class RefWindows:
         starts = [s for s in range(0, rec.time + 1, advance) if s <= rec.time < s + size]
         open_starts = [s for s in starts if now < s + size + grace]
         for start in open_starts:
-            totals = self.open.setdefault((start, group), [0, 0, 0])
-            totals[0] += 1
-            totals[1] += rec.stake
-            totals[2] += rec.win
+            self.open.setdefault((start, group), []).append(rec)
         if not open_starts:
             return "late"
         return "partially_late" if len(open_starts) < len(starts) else "added"
@@ -149,7 +198,17 @@ class Reference:
     now: int = -1
     late: list[tuple[str, int]] = field(default_factory=list)  # (aggregation, arrival) per dead letter
 
+    def holds(self, key: str, rid: str) -> bool:
+        """SPEC 7.2: an open session or window holds an accepted record of this key with this id."""
+        held = list(self.sessions.open.get(key, [])) if self.sessions is not None else []
+        for windows in self.windows:
+            held.extend(r for records in windows.open.values() for r in records)
+        return any(r.key == key and r.rid == rid for r in held)
+
     def feed(self, rec: Rec) -> None:
+        if rec.rid is not None and self.holds(rec.key, rec.rid):
+            self.late.append(("none:duplicate", rec.arrival))
+            return
         if rec.time > self.now:
             self.now = rec.time
             self._close()

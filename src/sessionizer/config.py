@@ -17,6 +17,7 @@ import msgspec
 
 from .core.events import KAFKA_TIMESTAMP, InputFields
 from .core.sessions import SessionRules
+from .core.shapes import AGGREGATE_KINDS, COUNT, AggregateSpec, TypeFields
 from .core.spec import JobSpec, RollingOutput, SessionOutput
 from .core.windows import WindowRules
 from .platforms import PlatformError, PlatformSettings, platform_settings
@@ -41,6 +42,27 @@ class InputTable(_Table):
     game_code: str = "value.game_code"
     channel: str = "value.channel"
     events: list[str] = []
+    event: str = "event"  # the path of the record's type
+    id: str | None = None  # the path of a record id: copies of a held record are duplicates
+    types: dict[str, Any] = {}  # [input.types.<name>]: TypeTable each (checked one by one, to name the key)
+
+
+class TypeTable(_Table):
+    """`[input.types.<name>]`: where records of that type keep their fields ("" = nowhere)."""
+
+    stake: str | None = None  # None: the [input] path
+    win: str | None = None
+    game_code: str | None = None
+    channel: str | None = None
+    counts: bool = True
+    negate: bool = False
+
+
+class AggregateTable(_Table):
+    name: str
+    kind: str
+    field: str | None = None
+    types: list[str] | None = None
 
 
 class SessionsTable(_Table):
@@ -51,6 +73,7 @@ class SessionsTable(_Table):
     max_events: int | None = None
     event_name: str = "session"
     timestamp: str = "start"
+    aggregates: list[AggregateTable] = []
 
 
 class RollingTable(_Table):
@@ -60,6 +83,7 @@ class RollingTable(_Table):
     grace: Duration = 0
     group_by: str | None = None
     event_name: str = "session_summary"
+    aggregates: list[AggregateTable] = []
 
 
 class DeadLetterTable(_Table):
@@ -345,7 +369,13 @@ def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
     if inp.time == KAFKA_TIMESTAMP and not live:
         raise ConfigError("input.time: \"@timestamp\" (the Kafka record timestamp) exists only in live mode "
                           "(`sessionizer run`); replay needs a field path")
-    fields = InputFields(inp.key, inp.time, inp.stake, inp.win, inp.game_code, inp.channel, frozenset(inp.events))
+    _check_path(inp.event, "input.event")
+    if inp.id is not None:
+        _check_path(inp.id, "input.id")
+    types = tuple(_type_fields(name, table, inp) for name, table in inp.types.items())
+    fields = InputFields(inp.key, inp.time, inp.stake, inp.win, inp.game_code, inp.channel, frozenset(inp.events),
+                         inp.event, inp.id, types)
+    all_count = all(t.counts for t in types)
 
     sessions = None
     if config.sessions is not None:
@@ -359,8 +389,10 @@ def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
             grace=parse_duration(s.grace, "sessions.grace"),
             max_duration=None if s.max_duration is None else parse_duration(s.max_duration, "sessions.max_duration"),
             max_events=s.max_events,
+            all_count=all_count,
         )
-        sessions = SessionOutput(_topic(s.topic, "sessions.topic"), rules, s.event_name, s.timestamp == "end")
+        sessions = SessionOutput(_topic(s.topic, "sessions.topic"), rules, s.event_name, s.timestamp == "end",
+                                 _aggregates(s.aggregates, "sessions.aggregates", _SESSION_KEYS, inp))
 
     rolling = []
     for index, r in enumerate(config.rolling):
@@ -379,7 +411,8 @@ def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
             raise ConfigError(f"{where}.topic: 'sessions' names the sessions aggregation in dead letters; "
                               "pick another topic")
         rules = WindowRules(size, advance, parse_duration(r.grace, f"{where}.grace"))
-        rolling.append(RollingOutput(_topic(r.topic, f"{where}.topic"), rules, r.event_name, r.group_by))
+        rolling.append(RollingOutput(_topic(r.topic, f"{where}.topic"), rules, r.event_name, r.group_by,
+                                     _aggregates(r.aggregates, f"{where}.aggregates", _WINDOW_KEYS, inp)))
 
     if sessions is None and not rolling:
         raise ConfigError("sessions: nothing to compute: add a [sessions] table or a [[rolling]] table")
@@ -393,6 +426,66 @@ def build_spec(config: ConfigFile, *, live: bool = False) -> JobSpec:
             raise ConfigError(f"{key}: topic {topic!r} is already used by {used[topic]}; each output needs its own")
         used[topic] = key
     return JobSpec(fields, sessions, tuple(rolling), dead_letter_topic)
+
+
+_SESSION_KEYS = frozenset({"session_start_ms", "session_end_ms", "duration_ms", "event_count", "stake_total",
+                           "win_total", "net_total", "game_code", "channel", "close_reason"})
+_WINDOW_KEYS = frozenset({"window_start_ms", "window_end_ms", "event_count", "stake_total", "win_total", "net_total"})
+
+
+def _type_fields(name: str, table: Any, inp: InputTable) -> TypeFields:
+    """One `[input.types.<name>]` table, checked, with what it leaves out taken from `[input]`."""
+    where = f"input.types.{name}"
+    if type(table) is not dict:
+        raise ConfigError(f"{where}: expected a table, got {_TOML_TYPE.get(type(table).__name__, 'a value')}")
+    try:
+        t = msgspec.convert(table, TypeTable)
+    except msgspec.ValidationError as error:
+        message = _explain(str(error))
+        raise ConfigError(f"{where}.{message}" if not message.startswith("config:") else f"{where}{message[6:]}") \
+            from None
+    if inp.events and name not in inp.events:
+        raise ConfigError(f"{where}: type {name!r} is not in input.events {inp.events!r}, so no record of it is "
+                          "ever read; add it there or remove the table")
+    paths = {}
+    for field in ("stake", "win", "game_code", "channel"):
+        path = getattr(t, field)
+        if path is None:
+            path = getattr(inp, field)
+        elif path != "":  # "": records of this type have none
+            _check_path(path, f"{where}.{field}")
+        paths[field] = path
+    return TypeFields(name, **paths, counts=t.counts, negate=t.negate)
+
+
+def _aggregates(tables: list[AggregateTable], where: str, builtin: frozenset[str],
+                inp: InputTable) -> tuple[AggregateSpec, ...]:
+    specs: list[AggregateSpec] = []
+    for index, a in enumerate(tables):
+        at = f"{where}[{index}]"
+        if not a.name:
+            raise ConfigError(f"{at}.name: empty; it is the key the aggregate gets in the output value")
+        if a.name in builtin:
+            raise ConfigError(f"{at}.name: {a.name!r} is already a key of the output value; pick another name")
+        if any(spec.name == a.name for spec in specs):
+            raise ConfigError(f"{at}.name: {a.name!r} is already the name of another aggregate here")
+        if a.kind not in AGGREGATE_KINDS:
+            raise ConfigError(f"{at}.kind: {a.kind!r} is not one of {', '.join(AGGREGATE_KINDS)}")
+        if a.kind == COUNT:
+            if a.field is not None:
+                raise ConfigError(f"{at}.field: a count aggregate counts records and reads no field; remove it")
+        elif a.field is None:
+            raise ConfigError(f"{at}.field: required for a {a.kind} aggregate (the path of the value it reads)")
+        else:
+            _check_path(a.field, f"{at}.field")
+        if a.types is not None:
+            if not a.types:
+                raise ConfigError(f"{at}.types: empty, so no record would feed it; leave it out for every type")
+            for type_name in a.types:
+                if inp.events and type_name not in inp.events:
+                    raise ConfigError(f"{at}.types: {type_name!r} is not in input.events {inp.events!r}")
+        specs.append(AggregateSpec(a.name, a.kind, a.field, None if a.types is None else frozenset(a.types)))
+    return tuple(specs)
 
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")

@@ -76,6 +76,33 @@ def test_durations(text, millis):
     ("bogus = 1\n[sessions]\n", "bogus: unknown key"),
     ("sessions = 3\n", "sessions: expected a table, got an integer"),
     ("[input]\nevents = \"spin\"\n[sessions]\n", "input.events: expected an array, got a string"),
+    # SPEC section 7
+    ("[input.types.win]\ncounts = \"no\"\n[sessions]\n", "input.types.win.counts: expected a boolean, got a string"),
+    ("[input.types.win]\nnegative = true\n[sessions]\n", "input.types.win.negative: unknown key"),
+    ("[input.types.win]\nwin = \"a..b\"\n[sessions]\n", "input.types.win.win: 'a..b' is not a field path"),
+    ("[input]\nevents = [\"BET\"]\n[input.types.WIN]\n[sessions]\n",
+     "input.types.WIN: type 'WIN' is not in input.events"),
+    ("[input]\ntypes = { win = 3 }\n[sessions]\n", "input.types.win: expected a table, got an integer"),
+    ("[input]\nid = \"\"\n[sessions]\n", "input.id: '' is not a field path"),
+    ("[input]\nevent = \"a.\"\n[sessions]\n", "input.event: 'a.' is not a field path"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"n\"\nkind = \"count\"\nfield = \"x\"\n",
+     "sessions.aggregates[0].field: a count aggregate counts records and reads no field"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"net_total\"\nkind = \"sum\"\nfield = \"x\"\n",
+     "sessions.aggregates[0].name: 'net_total' is already a key of the output value"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"a\"\nkind = \"sum\"\nfield = \"x\"\n"
+     "[[sessions.aggregates]]\nname = \"a\"\nkind = \"max\"\nfield = \"x\"\n",
+     "sessions.aggregates[1].name: 'a' is already the name of another aggregate here"),
+    ("[[rolling]]\ntopic = \"r\"\nsize = \"2m\"\n[[rolling.aggregates]]\nname = \"window_end_ms\"\nkind = \"count\"\n",
+     "rolling[0].aggregates[0].name: 'window_end_ms' is already a key of the output value"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"a\"\nkind = \"avg\"\nfield = \"x\"\n",
+     "sessions.aggregates[0].kind: 'avg' is not one of sum, count, min, max, first, last, count_distinct"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"a\"\nkind = \"max\"\n",
+     "sessions.aggregates[0].field: required for a max aggregate"),
+    ("[sessions]\n[[sessions.aggregates]]\nkind = \"count\"\n", "sessions.aggregates[0].name: required key is missing"),
+    ("[input]\nevents = [\"BET\"]\n[sessions]\n[[sessions.aggregates]]\nname = \"w\"\nkind = \"count\"\n"
+     "types = [\"WIN\"]\n", "sessions.aggregates[0].types: 'WIN' is not in input.events"),
+    ("[sessions]\n[[sessions.aggregates]]\nname = \"w\"\nkind = \"count\"\ntypes = []\n",
+     "sessions.aggregates[0].types: empty"),
 ])
 def test_bad_config_fails_with_a_message_that_names_the_key(text, message):
     assert error_of(text).startswith(message)

@@ -56,6 +56,15 @@ def window_record(event_name: bytes, group: str, start: int, end: int, count: in
     )
 
 
+_VALUE_END = b'},"user_attributes":{}}'
+
+
+def with_aggregates(record: bytes, aggregates: bytes) -> bytes:
+    """A session or window record with `,"name":value...` (SPEC 7.3) added at the end of its `value`."""
+    assert record.endswith(_VALUE_END)
+    return record[:-len(_VALUE_END)] + aggregates + _VALUE_END
+
+
 def dead_letter(error: str, detail: str, aggregation: str | None, raw: bytes | None, source: Any) -> bytes:
     """One dead-letter record; `record_base64` keeps the exact bytes when they are not UTF-8."""
     letter: dict[str, Any] = {"error": error, "detail": detail, "aggregation": aggregation}

@@ -19,6 +19,7 @@ import msgspec
 
 from .amounts import AmountError, parse_amount
 from .json_number import JsonNumber
+from .shapes import TypeFields
 from .times import TimeError, parse_time
 from .typed_decode import AMOUNT, LEAF, MAX_FAST_LINE, TEXT, build_field_reader
 
@@ -63,6 +64,9 @@ class InputFields:
     game_code: str = "value.game_code"
     channel: str = "value.channel"
     events: frozenset[str] = frozenset()
+    event: str = "event"  # the path of the record's type, which `events` filters on
+    id: str | None = None  # the path of a record id (SPEC 7.2)
+    types: tuple[TypeFields, ...] = ()  # per-type fields (SPEC 7.1)
 
 
 Getter = Callable[[dict], Any]
@@ -70,7 +74,9 @@ Getter = Callable[[dict], Any]
 
 def path_getter(path: str) -> Getter:
     """A function reading a dot path from a decoded object; ABSENT when the path
-    is missing or runs through a non-object. Built once, used per record."""
+    is missing or runs through a non-object (or is "": no such field). Built once, used per record."""
+    if not path:
+        return lambda obj: ABSENT
     first, *rest = path.split(".")
     if not rest:
         return lambda obj: obj.get(first, ABSENT)
@@ -136,13 +142,11 @@ class EventDecoder:
         self.fields = fields
         self._json = msgspec.json.Decoder(float_hook=JsonNumber)
         self._events = fields.events
+        self._event = path_getter(fields.event)
         self._key = path_getter(fields.key)
         self._uses_kafka_time = fields.time == KAFKA_TIMESTAMP
         self._time = None if self._uses_kafka_time else path_getter(fields.time)
-        self._stake = path_getter(fields.stake)
-        self._win = path_getter(fields.win)
-        self._game = path_getter(fields.game_code)
-        self._channel = path_getter(fields.channel)
+        self._reader = FieldReader.of(fields.stake, fields.win, fields.game_code, fields.channel)
         self._groups = tuple(path_getter(path) for path in group_paths)
         self._amounts: dict[str, int] = {}  # float literal text -> micros, for the fast path
         self._fast = self._build_fast(group_paths)
@@ -162,7 +166,7 @@ class EventDecoder:
         f = self.fields
         return build_field_reader([
             (f.key, LEAF), (None if self._uses_kafka_time else f.time, LEAF), (f.stake, AMOUNT), (f.win, AMOUNT),
-            (f.game_code, TEXT), (f.channel, TEXT), ("event" if self._events else None, TEXT),
+            (f.game_code, TEXT), (f.channel, TEXT), (f.event if self._events else None, TEXT),
             *((path, LEAF) for path in group_paths),
         ])
 
@@ -213,12 +217,17 @@ class EventDecoder:
     # -- the exact path: every rule of SPEC section 1, and the error details ---------------------
 
     def decode_exact(self, raw: bytes, kafka_timestamp: int | None = None) -> tuple | Invalid | None:
-        body = self.parse(raw)
+        return self.check(self.parse(raw), kafka_timestamp)
+
+    def check(self, body: Any, kafka_timestamp: int | None, reader: FieldReader | None = None) -> Any:
+        """A parsed record (or the parser's Invalid) checked in SPEC order, its amounts and labels read
+        where `reader` says (default: the `[input]` paths)."""
         if type(body) is not dict:
             return body if type(body) is Invalid else Invalid("not_an_object", f"{_json_kind(body)} is not an object")
-        if self._events and not _wanted(body.get("event"), self._events):
+        if self._events and not _wanted(self._event(body), self._events):
             return None
         f = self.fields
+        r = reader or self._reader
 
         raw_key = self._key(body)
         key = usable_key(raw_key)
@@ -239,20 +248,20 @@ class EventDecoder:
             return Invalid("bad_time", f"{f.time}: {error}")
 
         try:
-            stake = parse_amount(_null(self._stake(body)))
+            stake = parse_amount(_null(r.stake(body)))
         except AmountError as error:
-            return Invalid("bad_amount", f"{f.stake}: {error}")
+            return Invalid("bad_amount", f"{r.stake_path}: {error}")
         try:
-            win = parse_amount(_null(self._win(body)))
+            win = parse_amount(_null(r.win(body)))
         except AmountError as error:
-            return Invalid("bad_amount", f"{f.win}: {error}")
+            return Invalid("bad_amount", f"{r.win_path}: {error}")
 
-        game = _null(self._game(body))
+        game = _null(r.game_code(body))
         if game is not None and type(game) is not str:
-            return Invalid("bad_field", f"{f.game_code}: {describe(game)} is not a string")
-        channel = _null(self._channel(body))
+            return Invalid("bad_field", f"{r.game_code_path}: {describe(game)} is not a string")
+        channel = _null(r.channel(body))
         if channel is not None and type(channel) is not str:
-            return Invalid("bad_field", f"{f.channel}: {describe(channel)} is not a string")
+            return Invalid("bad_field", f"{r.channel_path}: {describe(channel)} is not a string")
         return (key, time, stake, win, game, channel, tuple(get(body) for get in self._groups))
 
     def parse(self, raw: bytes) -> Any:
@@ -273,6 +282,24 @@ class EventDecoder:
 
 
 _EXACT: Any = object()  # the fast path's "decode this one the exact way"
+
+
+class FieldReader(NamedTuple):
+    """Where a record's amounts and labels are (paths, for details) and their getters."""
+
+    stake_path: str
+    stake: Getter
+    win_path: str
+    win: Getter
+    game_code_path: str
+    game_code: Getter
+    channel_path: str
+    channel: Getter
+
+    @classmethod
+    def of(cls, stake: str, win: str, game_code: str, channel: str) -> "FieldReader":
+        return cls(stake, path_getter(stake), win, path_getter(win), game_code, path_getter(game_code),
+                   channel, path_getter(channel))
 
 
 def _wanted(event: Any, events: frozenset[str]) -> bool:

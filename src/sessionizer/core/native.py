@@ -44,14 +44,17 @@ class CoreChoiceError(ValueError):
     """SESSIONIZER_CORE names a core that is not there."""
 
 
-def core_name() -> str:
-    """The core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built)."""
+def core_name(spec: JobSpec | None = None) -> str:
+    """The core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built). A job that
+    uses SPEC section 7 runs on the pure-Python core (not yet in the compiled one)."""
     wanted = os.environ.get(CORE_ENV, "").strip().lower()
     if wanted not in ("", "native", "python"):
         raise CoreChoiceError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
     if wanted == "native" and sessionizer_native is None:
         raise CoreChoiceError(f"{CORE_ENV}=native, but the compiled core cannot be loaded ({NATIVE_MISSING}); "
                               f"{HOW_TO_GET_IT}")
+    if spec is not None and spec.shaped:
+        return "python"
     return wanted or ("python" if sessionizer_native is None else "native")
 
 
@@ -81,8 +84,8 @@ def core_description() -> str:
 
 def new_partition(spec: JobSpec, track_changes: bool = False,
                   describe_source: Callable[[Any], Any] | None = None) -> Any:
-    """A `Partition` of the core `core_name()` says."""
-    if core_name() == "python":
+    """A `Partition` of the core `core_name(spec)` says."""
+    if core_name(spec) == "python":
         return Partition(spec, track_changes, describe_source)
     return NativePartition(spec, track_changes, describe_source)
 

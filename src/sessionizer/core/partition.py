@@ -24,6 +24,8 @@ import orjson
 from . import envelope
 from .events import EventDecoder, Invalid, describe, usable_key
 from .sessions import SessionStore
+from .shaped_events import ShapedEventDecoder
+from .shapes import IdRegistry
 from .spec import JobSpec, RollingOutput, SessionOutput
 from .times import format_time
 from .windows import ADDED, LATE, WindowStore
@@ -63,12 +65,21 @@ class Partition:
         self._out: dict[str, list[tuple[str | None, bytes]]] = {topic: [] for topic in spec.topics}
         group_paths = tuple(dict.fromkeys(
             r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != spec.fields.key))
-        self._decode = EventDecoder(spec.fields, group_paths).decode
+        self.shaped = spec.shaped
+        self.ids = IdRegistry() if self.shaped else None  # SPEC 7.2: ids held by open sessions and windows
+        if self.shaped:
+            self._decode = ShapedEventDecoder(spec.fields, group_paths, spec.aggregates).decode
+            self.feed = self._feed_shaped  # type: ignore[method-assign]
+            self._slices = spec.aggregate_slices
+        else:
+            self._decode = EventDecoder(spec.fields, group_paths).decode
         self.sessions: SessionStore | None = None
         if spec.sessions is not None:
-            self.sessions = SessionStore(spec.sessions.rules, track_changes)
+            self.sessions = SessionStore(spec.sessions.rules, track_changes, self.shaped, spec.sessions.aggregates,
+                                         self.ids)
             self._session_emit = self._session_emitter(spec.sessions)
-        self.rolling = [_Rolling(r, group_paths, track_changes, self._window_emitter(r)) for r in spec.rolling]
+        self.rolling = [_Rolling(r, group_paths, track_changes, self._window_emitter(r), self.ids)
+                        for r in spec.rolling]
 
     # -- driving ---------------------------------------------------------------
 
@@ -108,6 +119,51 @@ class Partition:
                     continue
                 group = found
             outcome = store.offer(group, time, stake, win, now)
+            if outcome != ADDED:
+                error, why = window_lateness(partially=outcome != LATE)
+                self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
+
+    def _feed_shaped(self, raw: bytes | None, source: Any, kafka_timestamp: int | None = None) -> None:
+        """`feed` for a job that uses SPEC section 7: per-type fields, duplicates, extra aggregates."""
+        stats = self.stats
+        stats.read += 1
+        event = Invalid("invalid_json", "not JSON: the message has no value (null)") if raw is None \
+            else self._decode(raw, kafka_timestamp)
+        if type(event) is not tuple:
+            if event is None:
+                stats.skipped += 1
+            else:
+                self._dead_letter(event.error, event.detail, None, raw, source, None)
+            return
+        key, time, stake, win, game, channel, groups, counts, record_id, values = event
+        if record_id is not None and (key, record_id) in self.ids:
+            self._dead_letter("duplicate", f"{self.spec.fields.id}: {describe(record_id)} is the id of a record of "
+                              "this key still held by an open session or window", None, raw, source, key)
+            return
+        stats.valid += 1
+        if time > self.stream_time:
+            self.stream_time = time
+            self._close_due()
+        now = self.stream_time
+        sessions = self.sessions
+        slices = self._slices
+        if sessions is not None:
+            extra = (counts, record_id, values[slices[0]])
+            if not sessions.offer(key, time, stake, win, game, channel, now, self._session_emit, extra):
+                self._dead_letter("late", _late_detail(time, now, "sessions", "its session is already closed"),
+                                  "sessions", raw, source, key)
+        weight = 1 if counts else 0
+        for rolling, window_slice in zip(self.rolling, slices[1:]):
+            store = rolling.store
+            if rolling.group_index is None:
+                group = key
+            else:
+                group = usable_key(groups[rolling.group_index])
+                if group is None:
+                    detail = rolling.missing_group_detail(groups[rolling.group_index])
+                    self._dead_letter("missing_group", detail, store.name, raw, source, key)
+                    continue
+            outcome = store.offer(group, time, stake, win, now, (weight, key, record_id, values[window_slice]))
             if outcome != ADDED:
                 error, why = window_lateness(partially=outcome != LATE)
                 self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
@@ -156,6 +212,8 @@ class Partition:
             self.sessions.close_all(self._session_emit)
         for rolling in self.rolling:
             rolling.store.close_all(rolling.emit)
+        if self.ids is not None:
+            self.ids.held.clear()
 
     def drain_by_topic(self) -> dict[str, list[tuple[str | None, bytes]]]:
         """Per topic, the (key, value) records made final since the last drain, in order."""
@@ -254,9 +312,9 @@ class Partition:
         session_record = envelope.session_record
 
         def emit(key: str, start: int, end: int, count: int, stake: int, win: int, game: str | None,
-                 channel: str | None, reason: str) -> None:
-            records.append((key, session_record(name, stamp_end, key, start, end, count, stake, win, game,
-                                                channel, reason)))
+                 channel: str | None, reason: str, aggregates: bytes = b"") -> None:
+            record = session_record(name, stamp_end, key, start, end, count, stake, win, game, channel, reason)
+            records.append((key, envelope.with_aggregates(record, aggregates) if aggregates else record))
 
         return emit
 
@@ -265,10 +323,11 @@ class Partition:
         window_record, json_time = envelope.window_record, envelope.json_time
         start_text: list = [None, b""]  # a window closes for all its groups at once: format its start once
 
-        def emit(group: str, start: int, end: int, count: int, stake: int, win: int) -> None:
+        def emit(group: str, start: int, end: int, count: int, stake: int, win: int, aggregates: bytes = b"") -> None:
             if start != start_text[0]:
                 start_text[0], start_text[1] = start, json_time(start)
-            records.append((group, window_record(name, group, start, end, count, stake, win, start_text[1])))
+            record = window_record(name, group, start, end, count, stake, win, start_text[1])
+            records.append((group, envelope.with_aggregates(record, aggregates) if aggregates else record))
 
         return emit
 
@@ -288,8 +347,8 @@ class _Rolling:
     __slots__ = ("store", "group_path", "group_index", "emit")
 
     def __init__(self, output: RollingOutput, group_paths: tuple[str, ...], track_changes: bool,
-                 emit: Callable[..., None]) -> None:
-        self.store = WindowStore(output.topic, output.rules, track_changes)
+                 emit: Callable[..., None], ids: IdRegistry | None) -> None:
+        self.store = WindowStore(output.topic, output.rules, track_changes, ids is not None, output.aggregates, ids)
         self.group_path = output.group_by
         # Where in the event's groups this aggregation's group is; None: the input key (already valid).
         self.group_index = group_paths.index(output.group_by) if output.group_by in group_paths else None

@@ -22,6 +22,8 @@ from typing import Callable, Iterator
 
 import msgspec
 
+from .shapes import AggregateSpec, IdRegistry, aggregates_json, fold
+
 # Close reasons (the `close_reason` field).
 MAX_EVENTS = "max_events"
 INACTIVITY = "inactivity"
@@ -41,6 +43,7 @@ class SessionRules:
     grace: int = 0
     max_duration: int | None = None
     max_events: int | None = None
+    all_count: bool = True  # False: some records do not count towards max_events (SPEC 7.1)
 
     def cut_reason(self, start: int, end: int, count: int, time: int) -> str | None:
         """Why a record at `time` cannot join a session (start, end, count); None if it joins."""
@@ -67,7 +70,7 @@ class SessionRules:
         arbitrarily far, so the end is kept for good (None).
         """
         reach = self.max_duration
-        if self.max_events is not None:
+        if self.max_events is not None and self.all_count:  # records that do not count are not capped
             by_count = (self.max_events - 1) * self.gap
             reach = by_count if reach is None else min(reach, by_count)
         return None if reach is None else closed_end + reach + self.gap + self.grace + 1
@@ -76,15 +79,17 @@ class SessionRules:
 class KeySessions:
     """One key's open records (sweep order) and where its open sessions start."""
 
-    __slots__ = ("times", "amounts", "labels", "starts", "closed_end", "due")
+    __slots__ = ("times", "amounts", "labels", "starts", "closed_end", "due", "extras")
 
-    def __init__(self) -> None:
+    def __init__(self, shaped: bool = False) -> None:
         self.times = array("q")  # event times, sorted; ties keep arrival order
         self.amounts = array("q")  # stake, win micros, interleaved per record
         self.labels: list[Label | None] = []  # (game_code, channel) or None, per record
         self.starts: list[int] = []  # record index where each open session starts
         self.closed_end = NO_CLOSED_END
         self.due = 0  # the due time of this key's live heap entry
+        # SPEC section 7 only: per record (counts, record id or None, values of the session aggregates)
+        self.extras: list[tuple[bool, str | None, tuple]] | None = [] if shaped else None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -97,7 +102,7 @@ class KeySessions:
 
 
 def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[int] = frozenset(),
-          shift: int = 0) -> list[int]:
+          shift: int = 0, weights: list[int] | None = None) -> list[int]:
     """Session start indexes for sorted event times from index `begin` (a session start): the
     contract's sweep (SessionRules.cut_reason, inlined).
 
@@ -108,6 +113,8 @@ def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[in
     max_events = rules.max_events or _NEVER
     max_duration = _NEVER if rules.max_duration is None else rules.max_duration
     gap = rules.gap
+    if weights is not None:
+        return _weighted_sweep(times, weights, begin, gap, max_events, max_duration)
     starts = [begin]
     start = end = times[begin]
     count = 1
@@ -121,6 +128,23 @@ def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[in
             start, count = time, 0
         end = time
         count += 1
+    return starts
+
+
+def _weighted_sweep(times: array, weights: list[int], begin: int, gap: int, max_events: int,
+                    max_duration: int) -> list[int]:
+    """The sweep when some records do not count (weight 0): only a counting record is cut by
+    `max_events` (SPEC 7.1)."""
+    starts = [begin]
+    start = end = times[begin]
+    count = weights[begin]
+    for index in range(begin + 1, len(times)):
+        time, weight = times[index], weights[index]
+        if (weight and count >= max_events) or time - end > gap or time - start > max_duration:
+            starts.append(index)
+            start, count = time, 0
+        end = time
+        count += weight
     return starts
 
 
@@ -138,8 +162,14 @@ class SessionStore:
 
     name = "sessions"
 
-    def __init__(self, rules: SessionRules, track_changes: bool = False) -> None:
+    def __init__(self, rules: SessionRules, track_changes: bool = False, shaped: bool = False,
+                 aggregates: tuple[AggregateSpec, ...] = (), ids: IdRegistry | None = None) -> None:
+        """`shaped`: the job uses SPEC section 7, so each record keeps its extras (see KeySessions);
+        `ids` holds the record ids this store's open records hold."""
         self.rules = rules
+        self.shaped = shaped
+        self.aggregates = aggregates
+        self.ids = ids
         self.keys: dict[str, KeySessions] = {}
         self.closed_ends: dict[str, int] = {}
         self._due: list[tuple[int, str]] = []  # (due time, key) for `keys`
@@ -156,10 +186,12 @@ class SessionStore:
     # -- records in -----------------------------------------------------------
 
     def offer(self, key: str, time: int, stake: int, win: int, game: str | None, channel: str | None,
-              now: int, emit: Emit) -> bool:
+              now: int, emit: Emit, extra: tuple[bool, str | None, tuple] | None = None) -> bool:
         """Add one record at stream time `now`; False when it is late (nothing changes).
         An out-of-order record can move other sessions' bounds so that they close at once:
-        those go to `emit`."""
+        those go to `emit`. `extra`: (counts, record id, aggregate values), for a shaped store."""
+        if extra is not None:
+            return self._offer_shaped(key, time, stake, win, game, channel, now, emit, extra)
         state = self.keys.get(key)
         if state is None:
             closed_end = self.closed_ends.get(key, NO_CLOSED_END)
@@ -235,6 +267,87 @@ class SessionStore:
         self._settle(key, state, now, emit)
         return True
 
+    def _offer_shaped(self, key: str, time: int, stake: int, win: int, game: str | None, channel: str | None,
+                      now: int, emit: Emit, extra: tuple[bool, str | None, tuple]) -> bool:
+        """`offer` for SPEC section 7: records that may not count, and ids. An out-of-order record
+        re-sweeps the key's open records (this path favours clarity; the compiled core is the fast one)."""
+        rules, weight = self.rules, 1 if extra[0] else 0
+        state = self.keys.get(key)
+        if state is None:
+            closed_end = self.closed_ends.get(key, NO_CLOSED_END)
+            if time <= closed_end or rules.close_at(time, weight) <= now:
+                return False
+            state = self.keys[key] = KeySessions(shaped=True)
+            state.closed_end = self.closed_ends.pop(key, NO_CLOSED_END)
+            self._append(state, time, stake, win, game, channel, extra, cut=True)
+            self._schedule(key, state, rules.close_at(time, weight))
+        elif time <= state.closed_end:
+            return False
+        elif time >= state.times[-1]:  # in order: join the last open session or open a new one
+            times = state.times
+            first = state.starts[-1]
+            count = self._count(state, first, len(times))
+            cut = ((weight and count >= self._max_events) or time - times[-1] > self._gap
+                   or time - times[first] > self._max_duration)
+            due = rules.close_at(time, weight if cut else count + weight)
+            if due <= now:
+                return False
+            self._append(state, time, stake, win, game, channel, extra, cut)
+            if due < state.due:
+                self._schedule(key, state, due)
+        else:
+            at = bisect_right(state.times, time)
+            old_starts = state.starts
+            state.times.insert(at, time)
+            state.amounts[2 * at:2 * at] = array("q", (stake, win))
+            state.labels.insert(at, self._label(game, channel))
+            state.extras.insert(at, extra)
+            state.starts = self._resweep(state)
+            session = bisect_right(state.starts, at) - 1
+            first = state.starts[session]
+            stop = state.starts[session + 1] if session + 1 < len(state.starts) else len(state.times)
+            if rules.close_at(state.times[stop - 1], self._count(state, first, stop)) <= now:
+                del state.times[at]
+                del state.amounts[2 * at:2 * at + 2]
+                del state.labels[at]
+                del state.extras[at]
+                state.starts = old_starts
+                return False
+            self._settle(key, state, now, emit)
+        if extra[1] is not None:
+            self.ids.hold(key, extra[1])
+        if self.track_changes:
+            self.changed.add(key)
+        return True
+
+    def _append(self, state: KeySessions, time: int, stake: int, win: int, game: str | None, channel: str | None,
+                extra: tuple, cut: bool) -> None:
+        if cut:
+            state.starts.append(len(state.times))
+        state.times.append(time)
+        state.amounts.append(stake)
+        state.amounts.append(win)
+        state.labels.append(self._label(game, channel))
+        state.extras.append(extra)
+
+    def _resweep(self, state: KeySessions) -> list[int]:
+        weights = None if self.rules.all_count else [1 if extra[0] else 0 for extra in state.extras]
+        return sweep(state.times, self.rules, weights=weights)
+
+    def _count(self, state: KeySessions, first: int, stop: int) -> int:
+        """The records of [first, stop) that count towards event_count and max_events."""
+        if state.extras is None or self.rules.all_count:
+            return stop - first
+        return sum(1 for extra in state.extras[first:stop] if extra[0])
+
+    def _release(self, key: str, extras: list[tuple[bool, str | None, tuple]]) -> None:
+        """The ids of records that leave this store."""
+        ids = self.ids
+        if ids is not None:
+            for extra in extras:
+                if extra[1] is not None:
+                    ids.release(key, extra[1])
+
     def _label(self, game: str | None, channel: str | None) -> Label | None:
         if game is None and channel is None:
             return None
@@ -286,19 +399,20 @@ class SessionStore:
         rules = self.rules
         times = state.times
         if len(state.starts) == 1:  # the common case: one open session
-            count = len(times)
-            due = rules.close_at(times[-1], count)
+            due = rules.close_at(times[-1], self._count(state, 0, len(times)))
             if due > now:
                 self._schedule(key, state, due)
                 return
-            self._emit_session(key, state, 0, count, emit, end_of_input=False)
+            self._emit_session(key, state, 0, len(times), emit, end_of_input=False)
             if self.track_changes:
                 self.changed.add(key)
+            if state.extras:
+                self._release(key, state.extras)
             self._drop_empty(key, state, now)  # the whole key closed: no records to remove
             return
         closing = [
             (first, stop) for first, stop in state.sessions()
-            if rules.close_at(times[stop - 1], stop - first) <= now
+            if rules.close_at(times[stop - 1], self._count(state, first, stop)) <= now
         ]
         if closing:
             self._close_sessions(key, state, closing, emit, end_of_input=False)
@@ -306,7 +420,7 @@ class SessionStore:
                 self.changed.add(key)
         if state.times:
             self._schedule(key, state, min(
-                rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions()
+                rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in state.sessions()
             ))
         else:
             self._drop_empty(key, state, now)
@@ -348,6 +462,9 @@ class SessionStore:
             del times[first:stop]
             del amounts[2 * first:2 * stop]
             del labels[first:stop]
+            if state.extras is not None:
+                self._release(key, state.extras[first:stop])
+                del state.extras[first:stop]
         state.starts = starts
 
     def _emit_session(self, key: str, state: KeySessions, first: int, stop: int, emit: Emit,
@@ -355,14 +472,14 @@ class SessionStore:
         """Emit the session of records [first, stop) and remember its end as closed."""
         rules = self.rules
         times, amounts, labels = state.times, state.amounts, state.labels
-        count = stop - first
+        count = self._count(state, first, stop)
         start, end = times[first], times[stop - 1]
-        if stop < len(times):
+        if count == rules.max_events:  # a full session closes as such, whatever follows (SPEC 7.1)
+            reason = MAX_EVENTS
+        elif stop < len(times):
             cut = rules.cut_reason(start, end, count, times[stop])
             assert cut is not None  # the sweep started a session at `stop`
             reason = cut
-        elif count == rules.max_events:
-            reason = MAX_EVENTS
         else:
             reason = END_OF_INPUT if end_of_input else INACTIVITY
         game: str | None = None
@@ -376,8 +493,13 @@ class SessionStore:
                     channel = label[1]
                 if game is not None and channel is not None:
                     break
-        emit(key, start, end, count, sum(amounts[2 * first:2 * stop:2]), sum(amounts[2 * first + 1:2 * stop:2]),
-             game, channel, reason)
+        stake, win = sum(amounts[2 * first:2 * stop:2]), sum(amounts[2 * first + 1:2 * stop:2])
+        if state.extras is None:
+            emit(key, start, end, count, stake, win, game, channel, reason)
+        else:
+            extras = state.extras
+            states = fold(self.aggregates, [(times[i], extras[i][2]) for i in range(first, stop)])
+            emit(key, start, end, count, stake, win, game, channel, reason, aggregates_json(self.aggregates, states))
         if end > state.closed_end:
             state.closed_end = end
 
@@ -407,26 +529,44 @@ class SessionStore:
         if state is None:
             closed_end = self.closed_ends.get(key)
             return None if closed_end is None else _STATE.encode((closed_end, b"", b"", []))
-        return _STATE.encode((state.closed_end, _le_bytes(state.times), _le_bytes(state.amounts),
-                              [list(label) if label else None for label in state.labels]))
+        labels = [list(label) if label else None for label in state.labels]
+        if state.extras is None:
+            return _STATE.encode((state.closed_end, _le_bytes(state.times), _le_bytes(state.amounts), labels))
+        return _STATE.encode((state.closed_end, _le_bytes(state.times), _le_bytes(state.amounts), labels,
+                              [[counts, record_id, list(values)] for counts, record_id, values in state.extras]))
 
     def restore(self, key: str, value: bytes | None) -> None:
         """Load one key's state (a changelog record); call `reschedule` after the last one."""
-        self.keys.pop(key, None)
+        old = self.keys.pop(key, None)
+        if old is not None and old.extras:
+            self._release(key, old.extras)
         self.closed_ends.pop(key, None)
         if value is None:
             return
-        closed_end, times, amounts, labels = _STATE_DECODER.decode(value)
+        if self.shaped:
+            closed_end, times, amounts, labels, *more = msgspec.msgpack.decode(value)
+            labels = [None if label is None else tuple(label) for label in labels]
+        else:
+            closed_end, times, amounts, labels = _STATE_DECODER.decode(value)
         if not times:
             self.closed_ends[key] = closed_end
             return
-        state = KeySessions()
+        state = KeySessions(self.shaped)
         state.closed_end = closed_end
         state.times = _from_le_bytes(times)
         state.amounts = _from_le_bytes(amounts)
         shared = self._labels
         state.labels = [None if label is None else shared.setdefault(label, label) for label in labels]
-        state.starts = [0] if len(state.times) == 1 else sweep(state.times, self.rules)
+        if self.shaped:
+            plain = (True, None, (None,) * len(self.aggregates))  # a state written before the job was shaped
+            state.extras = [(counts, record_id, tuple(values)) for counts, record_id, values in more[0]] if more \
+                else [plain] * len(state.times)
+            for _, record_id, _ in state.extras:
+                if record_id is not None:
+                    self.ids.hold(key, record_id)
+            state.starts = self._resweep(state)
+        else:
+            state.starts = [0] if len(state.times) == 1 else sweep(state.times, self.rules)
         self.keys[key] = state
 
     def reschedule(self) -> None:
@@ -436,9 +576,10 @@ class SessionStore:
         for key, state in self.keys.items():
             times = state.times
             if len(state.starts) == 1:
-                state.due = rules.close_at(times[-1], len(times))
+                state.due = rules.close_at(times[-1], self._count(state, 0, len(times)))
             else:
-                state.due = min(rules.close_at(times[stop - 1], stop - first) for first, stop in state.sessions())
+                state.due = min(rules.close_at(times[stop - 1], self._count(state, first, stop))
+                                for first, stop in state.sessions())
             due.append((state.due, key))
         heapq.heapify(due)
         self._due = due
