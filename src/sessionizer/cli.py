@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--other-events-share", type=float, default=0.0, help="share of non-spin events")
     generate.add_argument("--span-minutes", type=int, default=None,
                           help="peak hour: every player plays within this many minutes of event time")
+    generate.add_argument("--shape", choices=["spins", "wallet"], default="spins",
+                          help="spins: one spin record with stake and win; wallet: BET, WIN and ROLLBACK records")
+    generate.add_argument("--duplicate-share", type=float, default=0.0,
+                          help="share of records sent twice (a producer's retry)")
     generate.add_argument("--output", "-o", default="-", help="file to write (.gz compresses); - is stdout")
 
     args = parser.parse_args(argv)
@@ -133,7 +137,7 @@ def _generate(args: argparse.Namespace) -> int:
     shape = SampleShape(events=args.events, players=args.players, seed=args.seed, max_delay_ms=args.max_delay_ms,
                         delayed_share=args.delayed_share, late_share=args.late_share,
                         malformed_share=args.malformed_share, other_events_share=args.other_events_share,
-                        span_minutes=args.span_minutes)
+                        span_minutes=args.span_minutes, shape=args.shape, duplicate_share=args.duplicate_share)
     if args.output == "-":
         sink = sys.stdout.buffer
     else:

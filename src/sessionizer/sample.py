@@ -53,6 +53,11 @@ class SampleShape:
     # Peak hour: every player plays within this many minutes of event time (None: spread over a day,
     # with long breaks between a player's sessions). Spins stay seconds apart; breaks get short.
     span_minutes: int | None = None
+    # "spins": one `spin` record holds stake and win. "wallet": a wallet feed (SPEC section 7): a
+    # BET, then a WIN when the spin won, and now and then a ROLLBACK refunding a bet, each with
+    # its own transaction id (`txId`).
+    shape: str = "spins"
+    duplicate_share: float = 0.0  # share of records sent twice (a producer retry; same txId in a wallet feed)
 
 
 def generate(shape: SampleShape) -> Iterator[bytes]:
@@ -89,17 +94,25 @@ def generate(shape: SampleShape) -> Iterator[bytes]:
                 game = rng.choice(GAMES)
             clock += int(rng.expovariate(1 / 4500)) + 300
             left_in_session -= 1
-            line = _spin(rng, ids[player], clock, game, channel)
-            arrival = clock
-            if rng.random() < shape.delayed_share:
-                arrival += rng.randrange(0, shape.max_delay_ms + 1)
-            if shape.late_share and rng.random() < shape.late_share:
-                arrival += 3_600_000
-            tie += 1
-            pending.append((arrival, tie, line))
+            if shape.shape == "wallet":
+                made = _wallet_spin(rng, ids[player], clock, game, channel)
+            else:
+                made = [(clock, _spin(rng, ids[player], clock, game, channel))]
+            for at, line in made:
+                arrival = at
+                if rng.random() < shape.delayed_share:
+                    arrival += rng.randrange(0, shape.max_delay_ms + 1)
+                if shape.late_share and rng.random() < shape.late_share:
+                    arrival += 3_600_000
+                tie += 1
+                pending.append((arrival, tie, line))
+                if shape.duplicate_share and rng.random() < shape.duplicate_share:
+                    tie += 1
+                    pending.append((arrival + rng.randrange(50, 5_000), tie, line))  # a retry, sent again
             if shape.other_events_share and rng.random() < shape.other_events_share:
                 tie += 1
-                pending.append((clock + 1, tie, _other_event(rng, ids[player], clock + 1)))
+                other = _other_wallet_event if shape.shape == "wallet" else _other_event
+                pending.append((clock + 1, tie, other(rng, ids[player], clock + 1)))
     heapq.heapify(pending)
     while pending:
         _, _, line = heapq.heappop(pending)
@@ -123,6 +136,36 @@ def _spin(rng: random.Random, player: str, at_ms: int, game: str, channel: str) 
         "value": {"stake": orjson.Fragment(stake), "win": orjson.Fragment(win), "game_code": game,
                   "channel": channel, "currency": "EUR"},
     })
+
+
+def _wallet_spin(rng: random.Random, player: str, at_ms: int, game: str, channel: str) -> list[tuple[int, bytes]]:
+    """One spin as a wallet feed sends it: (event time, record) for its BET, its WIN if it won, and
+    (rarely) a ROLLBACK of the bet."""
+    stake = rng.choice(STAKES)
+    tx = f"{player}-{at_ms}"
+
+    def record(kind: str, at: int, amount: str, suffix: str) -> tuple[int, bytes]:
+        return at, orjson.dumps({"type": kind, "playerId": player, "ts": _iso(at), "txId": tx + suffix,
+                                 "amount": amount, "currency": "EUR", "game": game, "channel": channel})
+
+    made = [record("BET", at_ms, stake, "-b")]
+    roll = rng.random()
+    if roll >= 0.7:
+        made.append(record("WIN", at_ms + rng.randrange(50, 400),
+                           f"{float(stake) * rng.choice([0.5, 1, 2, 3, 5, 10, 50]):.2f}", "-w"))
+    elif roll < 0.01:
+        made.append(record("ROLLBACK", at_ms + rng.randrange(500, 3000), stake, "-r"))
+    return made
+
+
+def _other_wallet_event(rng: random.Random, player: str, at_ms: int) -> bytes:
+    return orjson.dumps({"type": rng.choice(["DEPOSIT", "LOGIN"]), "playerId": player, "ts": _iso(at_ms),
+                         "txId": f"{player}-{at_ms}-o", "amount": "20.00", "currency": "EUR"})
+
+
+def _iso(at_ms: int) -> str:
+    moment = START + timedelta(milliseconds=at_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _other_event(rng: random.Random, player: str, at_ms: int) -> bytes:
