@@ -25,10 +25,10 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         future.result()
 
 
-def partition_of(line: bytes, partitions: int, fallback: int) -> int:
-    """Keyed records by a stable hash of their user_id (one player, one partition); others round robin."""
+def partition_of(line: bytes, partitions: int, fallback: int, key_field: str = "user_id") -> int:
+    """Keyed records by a stable hash of their key (one player, one partition); others round robin."""
     try:
-        key = orjson.loads(line).get("user_id")
+        key = orjson.loads(line).get(key_field)
     except (orjson.JSONDecodeError, AttributeError):
         key = None
     if key is None or isinstance(key, (dict, list)):
@@ -68,7 +68,7 @@ class Job:
             self.base = self.base.replace(f'"{topic}"', f'"{name}-{topic}"')
         if 'topic = "' + name + '-xp-dead-letter"' not in self.base:
             self.base += f'\n[dead_letter]\ntopic = "{name}-xp-dead-letter"\n'
-        self.outputs = {topic: f"{name}-{topic}" for topic in BASE_TOPICS}
+        self.outputs = {topic: f"{name}-{topic}" for topic in BASE_TOPICS if f'"{name}-{topic}"' in self.base}
         create_topic(bootstrap, self.input_topic, partitions)
 
     def replay_config(self) -> Path:
@@ -118,7 +118,7 @@ status_interval = "2s"
 
     def replay(self, per_partition: list[list[bytes | None]]) -> dict[str, list[dict]]:
         """`sessionizer replay` of each partition's records (one file per partition), outputs merged."""
-        merged: dict[str, list[dict]] = {topic: [] for topic in BASE_TOPICS}
+        merged: dict[str, list[dict]] = {topic: [] for topic in self.outputs}
         config = self.replay_config()
         for partition, lines in enumerate(per_partition):
             data = self.tmp / f"{self.name}-partition-{partition}.jsonl"
@@ -206,24 +206,37 @@ def read_committed(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes
     """Every committed record of a topic, (key, value), partition by partition in offset order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kit-reader", "isolation.level": "read_committed",
                          "enable.partition.eof": True, "enable.auto.commit": False})
+    # (a read_committed consumer's watermark query answers with the last stable offset itself)
+    watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": "kit-reader",
+                           "isolation.level": "read_uncommitted"})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = sorted(metadata.partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         by_partition: dict[int, list] = {p: [] for p in partitions}
+        # A read_committed consumer's end is the last stable offset: a transaction left open by a
+        # killed process (aborted by the broker only after transaction.timeout.ms, 15 s, plus up to
+        # 10 s of cleanup interval) hides every record committed after it. So a partition is read
+        # once its end has caught up with the high watermark, not at its first end-of-partition.
         pending = set(partitions)
-        deadline = time.monotonic() + 60
+        end_seen: dict[int, int] = {}  # the offset of each partition's latest end-of-partition
+        deadline = time.monotonic() + 90
         while pending and time.monotonic() < deadline:
             for message in consumer.consume(10_000, 1.0):
-                if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                    continue
-                by_partition[message.partition()].append((message.key(), message.value()))
-        assert not pending, f"{topic}: no end of partition {pending}"
+                if not message.error():
+                    by_partition[message.partition()].append((message.key(), message.value()))
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    end_seen[message.partition()] = message.offset()
+            for p in sorted(pending.intersection(end_seen)):
+                position = max(end_seen[p], consumer.position([TopicPartition(topic, p)])[0].offset)
+                high = watermarks.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                if position >= high:
+                    pending.discard(p)
+        assert not pending, f"{topic}: partitions {pending} not read to their high watermark in 90 s"
         return [record for p in partitions for record in by_partition[p]]
     finally:
         consumer.close()
+        watermarks.close()
 
 
 def as_multiset(records: list[dict]) -> Counter:
