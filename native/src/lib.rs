@@ -10,6 +10,7 @@ mod decode;
 mod msgpack;
 mod output;
 mod sessions;
+mod shapes;
 mod windows;
 
 use std::sync::Arc;
@@ -22,16 +23,18 @@ pub type HashSet<K> = hashbrown::HashSet<K, ahash::RandomState>;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields};
 use sessions::{SessionRules, SessionStore, Spin, NO_CLOSED_END};
-use windows::{Totals, WindowStore, ADDED};
+use shapes::{Aggregate, Extra, IdRegistry, Kind, Value};
+use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
 const DONE: u8 = 0; // aggregated (or skipped by the events filter), nothing more to do
 const FALLBACK: u8 = 1; // not handled: decode it in Python (the record is counted as read)
 const LATE: u8 = 2; // aggregated where it could be; `late` says for which aggregations it was late
+const DUPLICATE: u8 = 3; // a copy of a record an open session or window holds (SPEC 7.2): nothing done
 
 const NO_TIME: i64 = -1;
 
@@ -53,6 +56,8 @@ pub struct Engine {
     late: Vec<(usize, u8)>, // (0 = sessions, i + 1 = rolling i; LATE or PARTIALLY_LATE) of the last record
     late_key: String,
     late_time: i64,
+    shaped: bool, // the job uses SPEC section 7: Python decodes, `offer_shaped` aggregates
+    ids: IdRegistry,
 }
 
 /// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
@@ -139,28 +144,52 @@ impl Engine {
                 rolling.store.close_due(time);
             }
         }
+        self.sync_ids();
+    }
+
+    /// The ids the stores held and released, into the registry (shaped jobs only).
+    fn sync_ids(&mut self) {
+        if !self.shaped {
+            return;
+        }
+        if let Some(sessions) = &mut self.sessions {
+            self.ids.apply(&mut sessions.ids);
+        }
+        for rolling in &mut self.rolling {
+            self.ids.apply(&mut rolling.store.ids);
+        }
     }
 }
 
 #[pymethods]
 impl Engine {
-    /// `rolling`: (size, advance, grace, event name as JSON, index of its group path or None) each.
+    /// `sessions`: (gap, grace, max_duration, max_events, event name as JSON, stamp end, all count,
+    /// aggregates); `rolling`: (size, advance, grace, event name as JSON, index of its group path or
+    /// None, aggregates) each; aggregates are (name, kind). `shaped`: the job uses SPEC section 7.
     #[new]
-    #[pyo3(signature = (key, time, stake, win, game_code, channel, events, group_paths, sessions, rolling, track_changes))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (key, time, stake, win, game_code, channel, events, group_paths, sessions, rolling, track_changes,
+                        shaped=false))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game_code: &str, channel: &str, events: Vec<String>,
-           group_paths: Vec<String>, sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool)>,
-           rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>)>, track_changes: bool) -> PyResult<Self> {
+           group_paths: Vec<String>,
+           sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool, bool, Vec<(String, String)>)>,
+           rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>, Vec<(String, String)>)>, track_changes: bool,
+           shaped: bool) -> PyResult<Self> {
         let fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths);
-        let sessions = sessions.map(|(gap, grace, max_duration, max_events, name, stamp_end)| {
-            SessionStore::new(SessionRules { gap, grace, max_duration, max_events }, track_changes, name, stamp_end)
-        });
+        let sessions = match sessions {
+            None => None,
+            Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
+                let rules = SessionRules { gap, grace, max_duration, max_events, all_count };
+                Some(SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?))
+            }
+        };
         let mut stores = Vec::new();
-        for (size, advance, grace, name, group) in rolling {
+        for (size, advance, grace, name, group, aggregates) in rolling {
             if size <= 0 || advance <= 0 || size % advance != 0 {
                 return Err(PyValueError::new_err("size must be a positive multiple of advance"));
             }
-            stores.push(Rolling { store: WindowStore::new(size, advance, grace, track_changes, name), group });
+            let store = WindowStore::new(size, advance, grace, track_changes, name, shaped, aggregates_of(aggregates)?);
+            stores.push(Rolling { store, group });
         }
         Ok(Engine {
             fields,
@@ -173,6 +202,8 @@ impl Engine {
             late: Vec::new(),
             late_key: String::new(),
             late_time: 0,
+            shaped,
+            ids: IdRegistry::default(),
         })
     }
 
@@ -259,6 +290,59 @@ impl Engine {
         Ok(self.aggregate(key, time, stake, win, game_code, channel, &groups))
     }
 
+    /// A valid record of a shaped job, as Python decoded it (SPEC section 7): DONE, LATE, or DUPLICATE
+    /// (nothing done: an open session or window holds a record of this key with this id).
+    /// `values`: one per aggregate, sessions' first (None, an int, bytes for first/last, str).
+    #[pyo3(signature = (key, time, stake, win, game_code, channel, groups, counts, record_id, values))]
+    #[allow(clippy::too_many_arguments)]
+    fn offer_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game_code: Option<&str>,
+                    channel: Option<&str>, groups: Vec<Option<String>>, counts: bool, record_id: Option<&str>,
+                    values: Vec<Option<Bound<'_, PyAny>>>) -> PyResult<u8> {
+        if groups.len() != self.rolling.len() {
+            return Err(PyValueError::new_err("one group per rolling aggregation"));
+        }
+        if record_id.is_some_and(|id| self.ids.holds(key, id)) {
+            return Ok(DUPLICATE);
+        }
+        let values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
+            .collect::<PyResult<Vec<Option<Value>>>>()?;
+        let key_rc: Arc<str> = Arc::from(key);
+        let id: Option<Arc<str>> = record_id.map(Arc::from);
+        self.valid += 1;
+        self.move_time(time);
+        let now = self.stream_time;
+        self.late.clear();
+        let mut at = 0;
+        if let Some(sessions) = &mut self.sessions {
+            let count = sessions.aggregates.len();
+            let extra = Extra { counts, id: id.clone(), values: values[at..at + count].to_vec().into_boxed_slice() };
+            at += count;
+            if !sessions.offer_shaped(key, time, stake, win, game_code, channel, now, extra) {
+                self.late.push((0, windows::LATE));
+            }
+        }
+        for (index, rolling) in self.rolling.iter_mut().enumerate() {
+            let count = rolling.store.aggregates.len();
+            let mine = &values[at..at + count];
+            at += count;
+            if let Some(group) = &groups[index] {
+                let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64, &key_rc,
+                                                         id.as_ref(), mine);
+                if outcome != ADDED {
+                    self.late.push((index + 1, outcome));
+                }
+            }
+        }
+        self.sync_ids();
+        if self.late.is_empty() {
+            return Ok(DONE);
+        }
+        self.late_key.clear();
+        self.late_key.push_str(key);
+        self.late_time = time;
+        Ok(LATE)
+    }
+
     /// A record Python handled without the engine (not JSON, or skipped): counts only.
     fn count(&mut self, read: u64, skipped: u64) {
         self.read += read;
@@ -286,6 +370,8 @@ impl Engine {
         for rolling in &mut self.rolling {
             rolling.store.close_all();
         }
+        self.sync_ids();
+        self.ids.clear();
     }
 
     /// Final records since the last drain: one list of (key, value) per output, sessions first.
@@ -371,7 +457,8 @@ impl Engine {
             .into_iter()
             .map(|(start, group)| {
                 let totals = store.buckets.get(&start).and_then(|b| b.get(&group));
-                Ok((format!("{start}:{group}"), totals.map(|t| window_totals(py, t)).transpose()?))
+                let state = totals.map(|t| window_totals(py, t, store.extras.get(&(start, group.clone())))).transpose()?;
+                Ok((format!("{start}:{group}"), state))
             })
             .collect()
     }
@@ -384,7 +471,12 @@ impl Engine {
             .flat_map(|(&start, bucket)| bucket.iter().map(move |(group, totals)| (start, group, totals)))
             .collect();
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        all.into_iter().map(|(start, group, totals)| Ok((format!("{start}:{group}"), window_totals(py, totals)?))).collect()
+        all.into_iter()
+            .map(|(start, group, totals)| {
+                let extra = store.extras.get(&(start, group.clone()));
+                Ok((format!("{start}:{group}"), window_totals(py, totals, extra)?))
+            })
+            .collect()
     }
 
     /// A batch of one store's changelog records, (key, value or None for a tombstone) each, as the
@@ -412,6 +504,7 @@ impl Engine {
                     };
                     let Some(sessions) = &mut self.sessions else { return Err(PyValueError::new_err("no sessions store")) };
                     sessions.restore(key, state);
+                    self.sync_ids();
                 }
                 Some(index) => {
                     let (start_text, group) = key.split_once(':')
@@ -420,12 +513,17 @@ impl Engine {
                         .map_err(|_| PyValueError::new_err(format!("window key {key:?} does not start with a time")))?;
                     let totals = match value {
                         None => None,
-                        Some(bytes) => Some(read_totals(bytes).ok_or_else(|| {
-                            PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
-                        })?),
+                        Some(bytes) => {
+                            let rolling = self.rolling.get(index)
+                                .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
+                            Some(read_totals(bytes, &rolling.store.aggregates).ok_or_else(|| {
+                                PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
+                            })?)
+                        }
                     };
                     let rolling = self.rolling.get_mut(index).ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
                     rolling.store.restore(start, group, totals);
+                    self.sync_ids();
                 }
             }
         }
@@ -450,11 +548,13 @@ impl Engine {
 }
 
 impl Engine {
-    /// A session state as `session_state` writes it: (closed end, times, amounts, labels).
-    fn read_session_state(&mut self, bytes: &[u8]) -> Option<(i64, Vec<Spin>)> {
+    /// A session state as `session_state` writes it: (closed end, times, amounts, labels), and a
+    /// shaped job's extras as a fifth item (a state written before the job was shaped has none).
+    fn read_session_state(&mut self, bytes: &[u8]) -> Option<(i64, Vec<Spin>, Vec<Extra>)> {
         let sessions = self.sessions.as_mut()?;
         let mut r = msgpack::Reader::new(bytes);
-        if r.array()? != 4 {
+        let items = r.array()?;
+        if items != 4 && !(items == 5 && sessions.shaped) {
             return None;
         }
         let closed_end = i64::try_from(r.int()?).ok()?;
@@ -478,19 +578,75 @@ impl Engine {
             };
             spins.push(Spin { time: word(times, i), stake: word(amounts, 2 * i), win: word(amounts, 2 * i + 1), label });
         }
-        r.done().then_some((closed_end, spins))
+        let mut extras = Vec::new();
+        if items == 5 {
+            if r.array()? != count {
+                return None;
+            }
+            for _ in 0..count {
+                if r.array()? != 3 {
+                    return None;
+                }
+                let counts = r.boolean()?;
+                let id = r.optional_str()?.map(Arc::from);
+                let values = (0..r.array()?).map(|_| shapes::read_value(&mut r)).collect::<Option<Vec<_>>>()?;
+                extras.push(Extra { counts, id, values: values.into_boxed_slice() });
+            }
+        } else if sessions.shaped {
+            let plain = Extra { counts: true, id: None, values: vec![None; sessions.aggregates.len()].into_boxed_slice() };
+            extras = vec![plain; count];
+        }
+        r.done().then_some((closed_end, spins, extras))
     }
 }
 
-/// A window's totals as `window_state` writes them: (count, stake, win).
-fn read_totals(bytes: &[u8]) -> Option<Totals> {
+/// A window's totals as `window_state` writes them: (count, stake, win), and a shaped job's
+/// (aggregate states, [(key, id)...]) after them.
+fn read_totals(bytes: &[u8], aggregates: &[Aggregate]) -> Option<(Totals, Option<WindowExtra>)> {
     let mut r = msgpack::Reader::new(bytes);
-    if r.array()? != 3 {
+    let items = r.array()?;
+    if items != 3 && items != 5 {
         return None;
     }
     let count = i64::try_from(r.int()?).ok()?;
     let (stake, win) = (r.int()?, r.int()?);
-    r.done().then_some(Totals { count, stake, win })
+    let mut extra = None;
+    if items == 5 {
+        if r.array()? != aggregates.len() {
+            return None;
+        }
+        let states = aggregates.iter().map(|aggregate| shapes::read_state(&mut r, aggregate)).collect::<Option<Vec<_>>>()?;
+        let mut held = Vec::new();
+        for _ in 0..r.array()? {
+            if r.array()? != 2 {
+                return None;
+            }
+            held.push((Arc::from(r.str()?), Arc::from(r.str()?)));
+        }
+        extra = Some(WindowExtra { states, held });
+    }
+    r.done().then_some((Totals { count, stake, win }, extra))
+}
+
+/// (name, kind) pairs as the stores' aggregates.
+fn aggregates_of(pairs: Vec<(String, String)>) -> PyResult<Vec<Aggregate>> {
+    pairs.into_iter()
+        .map(|(name, kind)| {
+            let kind = Kind::of(&kind).ok_or_else(|| PyValueError::new_err(format!("no aggregate kind {kind:?}")))?;
+            Ok(Aggregate::new(&name, kind))
+        })
+        .collect()
+}
+
+/// One aggregate value from Python: bytes (first/last), str (count_distinct) or an int.
+fn value_of(value: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if let Ok(bytes) = value.downcast::<PyBytes>() {
+        return Ok(Value::Text(bytes.as_bytes().into()));
+    }
+    if let Ok(text) = value.downcast::<PyString>() {
+        return Ok(Value::Str(text.to_str()?.into()));
+    }
+    Ok(Value::Int(value.extract()?))
 }
 
 /// One key's state as msgspec encodes the Python core's (closed end, times, amounts, labels);
@@ -510,7 +666,7 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
             let times: Vec<u8> = state.spins.iter().flat_map(|spin| spin.time.to_le_bytes()).collect();
             let amounts: Vec<u8> = state.spins.iter()
                 .flat_map(|spin| spin.stake.to_le_bytes().into_iter().chain(spin.win.to_le_bytes())).collect();
-            msgpack::array(&mut out, 4);
+            msgpack::array(&mut out, if sessions.shaped { 5 } else { 4 });
             msgpack::int(&mut out, state.closed_end.max(NO_CLOSED_END) as i128)?;
             msgpack::bin(&mut out, &times);
             msgpack::bin(&mut out, &amounts);
@@ -529,17 +685,45 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
                     }
                 }
             }
+            if sessions.shaped {
+                msgpack::array(&mut out, state.extras.len());
+                for extra in &state.extras {
+                    msgpack::array(&mut out, 3);
+                    msgpack::boolean(&mut out, extra.counts);
+                    match &extra.id {
+                        None => msgpack::nil(&mut out),
+                        Some(id) => msgpack::str(&mut out, id),
+                    }
+                    msgpack::array(&mut out, extra.values.len());
+                    for value in extra.values.iter() {
+                        shapes::write_value(&mut out, value);
+                    }
+                }
+            }
         }
     }
     Some(PyBytes::new(py, &out))
 }
 
-/// A window's (count, stake, win) as msgspec encodes it.
-fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, PyBytes>> {
+/// A window's (count, stake, win) as msgspec encodes it, with a shaped window's (states, ids).
+fn window_totals<'py>(py: Python<'py>, totals: &Totals, extra: Option<&WindowExtra>) -> PyResult<Bound<'py, PyBytes>> {
+    let too_large = || PyValueError::new_err("a window total is too large for its state");
     let mut out = Vec::with_capacity(24);
-    msgpack::array(&mut out, 3);
+    msgpack::array(&mut out, if extra.is_some() { 5 } else { 3 });
     for value in [totals.count as i128, totals.stake, totals.win] {
-        msgpack::int(&mut out, value).ok_or_else(|| PyValueError::new_err("a window total is too large for its state"))?;
+        msgpack::int(&mut out, value).ok_or_else(too_large)?;
+    }
+    if let Some(extra) = extra {
+        msgpack::array(&mut out, extra.states.len());
+        for state in &extra.states {
+            shapes::write_state(&mut out, state).ok_or_else(too_large)?;
+        }
+        msgpack::array(&mut out, extra.held.len());
+        for (key, id) in &extra.held {
+            msgpack::array(&mut out, 2);
+            msgpack::str(&mut out, key);
+            msgpack::str(&mut out, id);
+        }
     }
     Ok(PyBytes::new(py, &out))
 }
@@ -567,6 +751,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DONE", DONE)?;
     module.add("FALLBACK", FALLBACK)?;
     module.add("LATE", LATE)?;
+    module.add("DUPLICATE", DUPLICATE)?;
     module.add("PARTIALLY_LATE", windows::PARTIALLY_LATE)?;
     Ok(())
 }

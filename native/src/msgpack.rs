@@ -18,6 +18,10 @@ pub fn nil(out: &mut Vec<u8>) {
     out.push(0xc0);
 }
 
+pub fn boolean(out: &mut Vec<u8>, value: bool) {
+    out.push(if value { 0xc3 } else { 0xc2 });
+}
+
 /// An integer; None when msgpack cannot hold it (msgspec refuses those too).
 pub fn int(out: &mut Vec<u8>, value: i128) -> Option<()> {
     match value {
@@ -167,6 +171,19 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         std::str::from_utf8(self.take(len as usize)?).ok()
+    }
+
+    /// The next byte, not read.
+    pub fn peek(&self) -> Option<u8> {
+        self.data.get(self.at).copied()
+    }
+
+    pub fn boolean(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0xc3 => Some(true),
+            0xc2 => Some(false),
+            _ => None,
+        }
     }
 
     pub fn optional_str(&mut self) -> Option<Option<&'a str>> {

@@ -11,6 +11,7 @@ use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::output::{session_record, SessionFields};
+use crate::shapes::{states_json, with_aggregates, Aggregate, Extra, IdChanges};
 
 pub const NEVER: i64 = 1 << 62;
 pub const NO_CLOSED_END: i64 = -1;
@@ -28,6 +29,7 @@ pub struct SessionRules {
     pub grace: i64,
     pub max_duration: Option<i64>,
     pub max_events: Option<i64>,
+    pub all_count: bool, // false: some records do not count towards max_events (SPEC 7.1)
 }
 
 impl SessionRules {
@@ -54,7 +56,7 @@ impl SessionRules {
 
     fn forget_at(&self, closed_end: i64) -> Option<i64> {
         let mut reach = self.max_duration;
-        if let Some(max_events) = self.max_events {
+        if let (Some(max_events), true) = (self.max_events, self.all_count) {
             let by_count = (max_events - 1) * self.gap;
             reach = Some(reach.map_or(by_count, |r| r.min(by_count)));
         }
@@ -78,6 +80,7 @@ pub struct KeySessions {
     pub starts: Vec<usize>,
     pub closed_end: i64,
     due: i64,
+    pub extras: Vec<Extra>, // a shaped store's: one per record, beside `spins`
 }
 
 impl KeySessions {
@@ -120,6 +123,35 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
     spins.push(spin);
 }
 
+/// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
+pub fn weighted_sweep(spins: &[Spin], extras: &[Extra], rules: &SessionRules) -> Vec<usize> {
+    let max_events = rules.max_events.unwrap_or(NEVER);
+    let max_duration = rules.max_duration.unwrap_or(NEVER);
+    let mut starts = vec![0];
+    let (mut start, mut end) = (spins[0].time, spins[0].time);
+    let mut count = extras[0].counts as i64;
+    for index in 1..spins.len() {
+        let (time, weight) = (spins[index].time, extras[index].counts as i64);
+        if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
+            starts.push(index);
+            start = time;
+            count = 0;
+        }
+        end = time;
+        count += weight;
+    }
+    starts
+}
+
+/// The records of [first, stop) that count towards event_count and max_events.
+fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> i64 {
+    if all_count || state.extras.is_empty() {
+        (stop - first) as i64
+    } else {
+        state.extras[first..stop].iter().filter(|extra| extra.counts).count() as i64
+    }
+}
+
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
 pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Vec<usize> {
     let max_events = rules.max_events.unwrap_or(NEVER);
@@ -160,11 +192,18 @@ pub struct SessionStore {
     event_name: Vec<u8>,
     stamp_end: bool,
     pub out: Vec<(Arc<str>, Vec<u8>)>,
+    pub shaped: bool,
+    pub aggregates: Vec<Aggregate>,
+    pub ids: IdChanges, // ids held and released since the engine last took them
 }
 
 impl SessionStore {
-    pub fn new(rules: SessionRules, track_changes: bool, event_name: Vec<u8>, stamp_end: bool) -> Self {
+    pub fn new(rules: SessionRules, track_changes: bool, event_name: Vec<u8>, stamp_end: bool, shaped: bool,
+               aggregates: Vec<Aggregate>) -> Self {
         SessionStore {
+            shaped,
+            aggregates,
+            ids: IdChanges::default(),
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
@@ -246,9 +285,86 @@ impl SessionStore {
         let rc: Arc<str> = Arc::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due });
+        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due, extras: Vec::new() });
         self.due.push(Reverse((due, rc.clone())));
         self.next_due = self.next_due.min(due);
+        self.mark(&rc);
+        true
+    }
+
+    /// `offer` for SPEC section 7 (`_offer_shaped`): records that may not count, and ids.
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
+                        channel: Option<&str>, now: i64, extra: Extra) -> bool {
+        let rules = self.rules.clone();
+        let weight = extra.counts as i64;
+        let label = label_for(&mut self.labels, None, game, channel);
+        let spin = Spin { time, stake, win, label };
+        let id = extra.id.clone();
+        let rc: Arc<str> = match self.keys.get_key_value(key) {
+            None => {
+                let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
+                let due = rules.close_at(time, weight);
+                if time <= closed_end || due <= now {
+                    return false;
+                }
+                let rc: Arc<str> = Arc::from(key);
+                self.closed_ends.remove(key);
+                self.keys.insert(rc.clone(), KeySessions {
+                    spins: vec![spin], starts: vec![0], closed_end, due: 0, extras: vec![extra],
+                });
+                self.schedule(&rc, due);
+                rc
+            }
+            Some((rc, state)) => {
+                let rc = rc.clone();
+                if time <= state.closed_end {
+                    return false;
+                }
+                let last = state.spins.last().unwrap().time;
+                if time >= last {
+                    let first = *state.starts.last().unwrap();
+                    let count = counting(rules.all_count, state, first, state.spins.len());
+                    let cut = (weight == 1 && count >= self.max_events) || time - last > rules.gap
+                        || time - state.spins[first].time > self.max_duration;
+                    let due = rules.close_at(time, if cut { weight } else { count + weight });
+                    if due <= now {
+                        return false;
+                    }
+                    let state = self.keys.get_mut(key).unwrap();
+                    if cut {
+                        state.starts.push(state.spins.len());
+                    }
+                    state.spins.push(spin);
+                    state.extras.push(extra);
+                    let earlier = due < state.due;
+                    if earlier {
+                        self.schedule(&rc, due);
+                    }
+                } else {
+                    let state = self.keys.get_mut(key).unwrap();
+                    let at = state.spins.partition_point(|s| s.time <= time);
+                    state.spins.insert(at, spin);
+                    state.extras.insert(at, extra);
+                    let old_starts = std::mem::take(&mut state.starts);
+                    state.starts = resweep(&rules, state);
+                    let session = state.starts.partition_point(|&s| s <= at) - 1;
+                    let first = state.starts[session];
+                    let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
+                    if rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)) <= now {
+                        state.spins.remove(at);
+                        state.extras.remove(at);
+                        state.starts = old_starts;
+                        return false;
+                    }
+                    self.settle(&rc, now);
+                }
+                rc
+            }
+        };
+        if let Some(id) = &id {
+            self.ids.hold(&rc, id);
+        }
         self.mark(&rc);
         true
     }
@@ -337,20 +453,23 @@ impl SessionStore {
         let state = &self.keys[key];
         if state.starts.len() == 1 {
             let count = state.spins.len();
-            let due = rules.close_at(state.spins.last().unwrap().time, count as i64);
+            let due = rules.close_at(state.spins.last().unwrap().time, counting(rules.all_count, state, 0, count));
             if due > now {
                 self.schedule(key, due);
                 return;
             }
             self.emit_session(key, 0, count, false);
             self.mark(key);
+            self.release(key, 0, count);
             self.drop_empty(key, now);
             return;
         }
         let closing: Vec<(usize, usize)> = state
             .sessions()
             .into_iter()
-            .filter(|&(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64) <= now)
+            .filter(|&(first, stop)| {
+                rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)) <= now
+            })
             .collect();
         if !closing.is_empty() {
             self.close_sessions(key, &closing);
@@ -363,10 +482,25 @@ impl SessionStore {
             let due = state
                 .sessions()
                 .into_iter()
-                .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64))
+                .map(|(first, stop)| {
+                    rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop))
+                })
                 .min()
                 .unwrap();
             self.schedule(key, due);
+        }
+    }
+
+    /// The ids of records [first, stop) of a key, which leave this store.
+    fn release(&mut self, key: &Arc<str>, first: usize, stop: usize) {
+        let state = &self.keys[key];
+        if state.extras.is_empty() {
+            return;
+        }
+        for extra in &state.extras[first..stop] {
+            if let Some(id) = &extra.id {
+                self.ids.release(key, id);
+            }
         }
     }
 
@@ -391,6 +525,7 @@ impl SessionStore {
     fn close_sessions(&mut self, key: &Arc<str>, closing: &[(usize, usize)]) {
         for &(first, stop) in closing {
             self.emit_session(key, first, stop, false);
+            self.release(key, first, stop);
         }
         let state = self.keys.get_mut(key).unwrap();
         let total = state.spins.len();
@@ -407,18 +542,21 @@ impl SessionStore {
         }
         for &(first, stop) in closing.iter().rev() {
             state.spins.drain(first..stop);
+            if !state.extras.is_empty() {
+                state.extras.drain(first..stop);
+            }
         }
         state.starts = starts;
     }
 
     fn emit_session(&mut self, key: &Arc<str>, first: usize, stop: usize, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
-        let count = stop - first;
+        let count = counting(self.rules.all_count, state, first, stop) as usize;
         let (start, end) = (state.spins[first].time, state.spins[stop - 1].time);
-        let reason = if stop < state.spins.len() {
+        let reason = if Some(count as i64) == self.rules.max_events {
+            MAX_EVENTS // a full session closes as such, whatever follows (SPEC 7.1)
+        } else if stop < state.spins.len() {
             self.rules.cut_reason(start, end, count as i64, state.spins[stop].time).expect("the sweep cut here")
-        } else if Some(count as i64) == self.rules.max_events {
-            MAX_EVENTS
         } else if end_of_input {
             END_OF_INPUT
         } else {
@@ -441,9 +579,20 @@ impl SessionStore {
             stake += spin.stake as i128;
             win += spin.win as i128;
         }
-        let record = session_record(&self.event_name, self.stamp_end, &SessionFields {
+        let mut record = session_record(&self.event_name, self.stamp_end, &SessionFields {
             key, start, end, count, stake, win, game, channel, reason,
         });
+        if self.shaped {
+            let mut states: Vec<_> = self.aggregates.iter().map(Aggregate::empty).collect();
+            for (spin, extra) in state.spins[first..stop].iter().zip(&state.extras[first..stop]) {
+                for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(extra.values.iter()) {
+                    if let Some(value) = value {
+                        aggregate.add(state, value, spin.time);
+                    }
+                }
+            }
+            with_aggregates(&mut record, &states_json(&self.aggregates, &states));
+        }
         self.out.push((key.clone(), record));
         if end > state.closed_end {
             state.closed_end = end;
@@ -463,17 +612,29 @@ impl SessionStore {
     }
 
     /// Load one key's state (None: gone); `reschedule` after the last one.
-    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>)>) {
-        self.keys.remove(key);
+    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>, Vec<Extra>)>) {
+        if let Some((rc, old)) = self.keys.remove_entry(key) {
+            for id in old.extras.iter().filter_map(|extra| extra.id.as_ref()) {
+                self.ids.release(&rc, id);
+            }
+        }
         self.closed_ends.remove(key);
-        let Some((closed_end, spins)) = state else { return };
+        let Some((closed_end, spins, extras)) = state else { return };
         let key: Arc<str> = Arc::from(key);
         if spins.is_empty() {
             self.closed_ends.insert(key, closed_end);
             return;
         }
-        let starts = if spins.len() == 1 { vec![0] } else { sweep(&spins, &self.rules, 0, &[], 0) };
-        self.keys.insert(key, KeySessions { spins, starts, closed_end, due: 0 });
+        for id in extras.iter().filter_map(|extra| extra.id.as_ref()) {
+            self.ids.hold(&key, id);
+        }
+        let mut state = KeySessions { spins, starts: Vec::new(), closed_end, due: 0, extras };
+        state.starts = if self.shaped { resweep(&self.rules, &state) } else if state.spins.len() == 1 {
+            vec![0]
+        } else {
+            sweep(&state.spins, &self.rules, 0, &[], 0)
+        };
+        self.keys.insert(key, state);
     }
 
     pub fn reschedule(&mut self) {
@@ -483,7 +644,9 @@ impl SessionStore {
             state.due = state
                 .sessions()
                 .into_iter()
-                .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, (stop - first) as i64))
+                .map(|(first, stop)| {
+                    rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop))
+                })
                 .min()
                 .unwrap();
             due.push(Reverse((state.due, key.clone())));
@@ -495,5 +658,14 @@ impl SessionStore {
             .filter_map(|(key, &end)| rules.forget_at(end).map(|when| Reverse((when, key.clone()))))
             .collect();
         self.update_next_due();
+    }
+}
+
+/// A shaped key's session starts, from scratch (as the Python core's `_resweep`).
+fn resweep(rules: &SessionRules, state: &KeySessions) -> Vec<usize> {
+    if rules.all_count {
+        sweep(&state.spins, rules, 0, &[], 0)
+    } else {
+        weighted_sweep(&state.spins, &state.extras, rules)
     }
 }

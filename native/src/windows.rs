@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::NEVER;
+use crate::shapes::{states_json, with_aggregates, Aggregate, IdChanges, State, Value};
 
 pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
@@ -18,6 +19,13 @@ pub struct Totals {
     pub count: i64,
     pub stake: i128,
     pub win: i128,
+}
+
+/// A shaped window's SPEC 7 part: a state per aggregate, and the (key, id) of each record it holds.
+#[derive(Clone)]
+pub struct WindowExtra {
+    pub states: Vec<State>,
+    pub held: Vec<(Arc<str>, Arc<str>)>,
 }
 
 pub struct WindowStore {
@@ -32,11 +40,20 @@ pub struct WindowStore {
     event_name: Vec<u8>,
     pub out: Vec<(Arc<str>, Vec<u8>)>,
     last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
+    pub shaped: bool,
+    pub aggregates: Vec<Aggregate>,
+    pub extras: HashMap<(i64, Arc<str>), WindowExtra>, // a shaped store's, per open (start, group)
+    pub ids: IdChanges,
 }
 
 impl WindowStore {
-    pub fn new(size: i64, advance: i64, grace: i64, track_changes: bool, event_name: Vec<u8>) -> Self {
+    pub fn new(size: i64, advance: i64, grace: i64, track_changes: bool, event_name: Vec<u8>, shaped: bool,
+               aggregates: Vec<Aggregate>) -> Self {
         WindowStore {
+            shaped,
+            aggregates,
+            extras: HashMap::default(),
+            ids: IdChanges::default(),
             size,
             advance,
             grace,
@@ -66,7 +83,7 @@ impl WindowStore {
                 missed += 1;
             } else {
                 added += 1;
-                self.add(start, group, stake, win);
+                self.add(start, group, stake, win, 1);
             }
             start -= self.advance;
         }
@@ -79,7 +96,49 @@ impl WindowStore {
         }
     }
 
-    fn add(&mut self, start: i64, group: &str, stake: i64, win: i64) {
+    /// `offer` for SPEC section 7: `weight` 0 for a record that does not count, and its key, id and
+    /// values for this store's aggregates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_shaped(&mut self, group: &str, time: i64, stake: i64, win: i64, now: i64, weight: i64,
+                        key: &Arc<str>, id: Option<&Arc<str>>, values: &[Option<Value>]) -> u8 {
+        let last = time - time % self.advance;
+        let first = (last - self.size + self.advance).max(0);
+        let (mut added, mut missed) = (0, 0);
+        let mut start = last;
+        while start >= first {
+            if self.close_at(start) <= now {
+                missed += 1;
+            } else {
+                added += 1;
+                self.add(start, group, stake, win, weight);
+                let shared = self.buckets[&start].get_key_value(group).unwrap().0.clone();
+                let aggregates = &self.aggregates;
+                let extra = self.extras.entry((start, shared)).or_insert_with(|| WindowExtra {
+                    states: aggregates.iter().map(Aggregate::empty).collect(),
+                    held: Vec::new(),
+                });
+                for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {
+                    if let Some(value) = value {
+                        aggregate.add(state, value, time);
+                    }
+                }
+                if let Some(id) = id {
+                    extra.held.push((key.clone(), id.clone()));
+                    self.ids.hold(key, id);
+                }
+            }
+            start -= self.advance;
+        }
+        if added == 0 {
+            LATE
+        } else if missed > 0 {
+            PARTIALLY_LATE
+        } else {
+            ADDED
+        }
+    }
+
+    fn add(&mut self, start: i64, group: &str, stake: i64, win: i64, weight: i64) {
         let close_at = self.close_at(start);
         let capacity = self.last_closed_groups;
         let bucket = self.buckets.entry(start).or_insert_with(|| {
@@ -91,12 +150,12 @@ impl WindowStore {
         });
         match bucket.get_mut(group) {
             Some(totals) => {
-                totals.count += 1;
+                totals.count += weight;
                 totals.stake += stake as i128;
                 totals.win += win as i128;
             }
             None => {
-                bucket.insert(Arc::from(group), Totals { count: 1, stake: stake as i128, win: win as i128 });
+                bucket.insert(Arc::from(group), Totals { count: weight, stake: stake as i128, win: win as i128 });
             }
         }
         if self.track_changes {
@@ -132,8 +191,16 @@ impl WindowStore {
         let mut start_text = Vec::with_capacity(19);
         json_time(&mut start_text, start);
         for (group, totals) in groups {
-            let record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake, totals.win,
-                                       &start_text);
+            let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
+                                           totals.win, &start_text);
+            if self.shaped {
+                if let Some(extra) = self.extras.remove(&(start, group.clone())) {
+                    with_aggregates(&mut record, &states_json(&self.aggregates, &extra.states));
+                    for (key, id) in &extra.held {
+                        self.ids.release(key, id);
+                    }
+                }
+            }
             if self.track_changes {
                 self.changed.insert((start, group.clone()));
             }
@@ -145,7 +212,27 @@ impl WindowStore {
         self.buckets.values().map(HashMap::len).sum()
     }
 
-    pub fn restore(&mut self, start: i64, group: &str, totals: Option<Totals>) {
+    pub fn restore(&mut self, start: i64, group: &str, totals: Option<(Totals, Option<WindowExtra>)>) {
+        let group: Arc<str> = Arc::from(group);
+        if let Some(old) = self.extras.remove(&(start, group.clone())) {
+            for (key, id) in &old.held {
+                self.ids.release(key, id);
+            }
+        }
+        let totals = totals.map(|(totals, extra)| {
+            if self.shaped {
+                let extra = extra.unwrap_or_else(|| WindowExtra {  // written before the job was shaped
+                    states: self.aggregates.iter().map(Aggregate::empty).collect(),
+                    held: Vec::new(),
+                });
+                for (key, id) in &extra.held {
+                    self.ids.hold(key, id);
+                }
+                self.extras.insert((start, group.clone()), extra);
+            }
+            totals
+        });
+        let group = &*group;
         match totals {
             None => {
                 if let Some(bucket) = self.buckets.get_mut(&start) {

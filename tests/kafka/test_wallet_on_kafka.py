@@ -57,7 +57,7 @@ def test_wallet_feed_with_duplicates_and_kill_9_commits_what_replay_makes(bootst
     job.wait_until_consumed(600, [run])
     assert run.stop() == 0
     log = run.log_text()
-    assert log.count("logger=sessionizer.run msg=starting") == kills + 1 and " core=python" in log
+    assert log.count("logger=sessionizer.run msg=starting") == kills + 1 and " core=native" in log
     restores_with_state = [line for line in log.splitlines()
                            if "restored partitions" in line and "changelog_records=0 " not in line]
     assert len(restores_with_state) >= 2

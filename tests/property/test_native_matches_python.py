@@ -206,3 +206,25 @@ def test_a_changelog_record_that_cannot_be_read_is_named():
         part.restore("r0", [("1000:p1", b"\x93\x01\x02")])
     with pytest.raises(ValueError, match="stream time"):
         part.restore("sessions", [("", b"soon")])
+
+
+# SPEC section 7: typed records with ids and extra aggregates. The Python edge decodes them
+# for both cores; the compiled one must aggregate, hold ids and write state to the same bytes.
+from test_shapes_match_reference import job as shaped_job  # noqa: E402
+from test_shapes_match_reference import session_rules, streams, to_line, window_rules  # noqa: E402
+
+shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window_rules(), max_size=2)).filter(
+    lambda spec: spec.sessions or spec.rolling)
+shaped_lines = st.builds(lambda recs, extra: [to_line(rec) for rec in recs] + extra, streams(),
+                         st.lists(st.one_of(junk, mutated()), max_size=3))
+
+
+@given(shaped_jobs, shaped_lines, st.booleans())
+def test_both_cores_write_the_same_bytes_for_shaped_records(job, feed_lines, track_changes):
+    assert run(NativePartition, job, feed_lines, track_changes) == run(Partition, job, feed_lines, track_changes)
+
+
+@given(shaped_jobs, shaped_lines, st.integers(0, 40))
+def test_each_core_restores_what_the_other_wrote_for_shaped_records(job, feed_lines, cut):
+    """Held ids and aggregate states included: a restart may change the core under a changelog."""
+    test_each_core_restores_what_the_other_wrote.hypothesis.inner_test(job, feed_lines, cut)

@@ -16,6 +16,7 @@ against).
 from __future__ import annotations
 
 import os
+import types
 from typing import Any, Callable
 
 import orjson
@@ -23,7 +24,8 @@ import orjson
 from . import envelope
 from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
 from .partition import (NO_AGGREGATION, STREAM_TIME_KEY, Partition, PartitionStats, _encode_time, _late_detail,
-                        lines_of, missing_group_detail, replay_record, window_lateness)
+                        duplicate_detail, lines_of, missing_group_detail, replay_record, window_lateness)
+from .shaped_events import ShapedEventDecoder
 from .spec import JobSpec
 
 try:
@@ -44,17 +46,14 @@ class CoreChoiceError(ValueError):
     """SESSIONIZER_CORE names a core that is not there."""
 
 
-def core_name(spec: JobSpec | None = None) -> str:
-    """The core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built). A job that
-    uses SPEC section 7 runs on the pure-Python core (not yet in the compiled one)."""
+def core_name() -> str:
+    """The core `SESSIONIZER_CORE` names: "native", "python", or unset (native if built)."""
     wanted = os.environ.get(CORE_ENV, "").strip().lower()
     if wanted not in ("", "native", "python"):
         raise CoreChoiceError(f"{CORE_ENV}: {wanted!r} is neither 'native' nor 'python'")
     if wanted == "native" and sessionizer_native is None:
         raise CoreChoiceError(f"{CORE_ENV}=native, but the compiled core cannot be loaded ({NATIVE_MISSING}); "
                               f"{HOW_TO_GET_IT}")
-    if spec is not None and spec.shaped:
-        return "python"
     return wanted or ("python" if sessionizer_native is None else "native")
 
 
@@ -84,8 +83,8 @@ def core_description() -> str:
 
 def new_partition(spec: JobSpec, track_changes: bool = False,
                   describe_source: Callable[[Any], Any] | None = None) -> Any:
-    """A `Partition` of the core `core_name(spec)` says."""
-    if core_name(spec) == "python":
+    """A `Partition` of the core `core_name()` says."""
+    if core_name() == "python":
         return Partition(spec, track_changes, describe_source)
     return NativePartition(spec, track_changes, describe_source)
 
@@ -105,24 +104,34 @@ class NativePartition:
         f = spec.fields
         group_paths = tuple(dict.fromkeys(
             r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != f.key))
-        self._decode = EventDecoder(f, group_paths).decode
+        self.shaped = spec.shaped
+        if self.shaped:  # SPEC section 7: Python decodes every record, the engine aggregates it
+            self._decode = ShapedEventDecoder(f, group_paths, spec.aggregates).decode
+            self.feed = self._feed_shaped  # type: ignore[method-assign]
+            self.feed_text = types.MethodType(Partition.feed_text, self)  # type: ignore[method-assign]
+            self.feed_messages = types.MethodType(Partition.feed_messages, self)  # type: ignore[method-assign]
+        else:
+            self._decode = EventDecoder(f, group_paths).decode
         # Per rolling aggregation: its name, where its group is in an Event's groups (None: the key), its path.
         self._rolling = [(r.topic, group_paths.index(r.group_by) if r.group_by in group_paths else None, r.group_by)
                          for r in spec.rolling]
         s = spec.sessions
         sessions = None if s is None else (s.rules.gap, s.rules.grace, s.rules.max_duration, s.rules.max_events,
-                                           orjson.dumps(s.event_name), s.stamp_end)
+                                           orjson.dumps(s.event_name), s.stamp_end, s.rules.all_count,
+                                           [(a.name, a.kind) for a in s.aggregates])
         self._engine = native.Engine(
             f.key, None if f.time == KAFKA_TIMESTAMP else f.time, f.stake, f.win, f.game_code, f.channel,
             sorted(f.events), list(group_paths), sessions,
-            [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index)
+            [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index,
+              [(a.name, a.kind) for a in r.aggregates])
              for r, (_, index, _) in zip(spec.rolling, self._rolling)],
-            track_changes)
+            track_changes, self.shaped)
         # The engine's outputs in its order (sessions first), and each rolling store's index.
         self._output_topics = ([s.topic] if s is not None else []) + [r.topic for r in spec.rolling]
         self._window_index = {r.topic: index for index, r in enumerate(spec.rolling)}
         self._store_names = (["sessions"] if s is not None else []) + [r.topic for r in spec.rolling]
         self._late, self._fallback, self._partially_late = native.LATE, native.FALLBACK, native.PARTIALLY_LATE
+        self._duplicate = native.DUPLICATE
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -273,8 +282,36 @@ class NativePartition:
                 self._dead_letter(event.error, event.detail, None, raw, source, None)
             return
         key, time, stake, win, game, channel, groups = event
+        resolved, missing = self._groups_of(key, groups)
+        outcome = self._engine.offer(key, time, stake, win, game, channel, resolved)
+        late = dict(self._engine.late()[3]) if outcome == self._late else {}
+        self._late_letters(late, missing, raw, source, key, time, self.stream_time)
+
+    def _feed_shaped(self, raw: bytes | None, source: Any, kafka_timestamp: int | None = None) -> None:
+        """`feed` for a job that uses SPEC section 7: the Python decoder's verdict, the engine's aggregation."""
+        self._engine.count(1, 0)
+        event = Invalid("invalid_json", "not JSON: the message has no value (null)") if raw is None \
+            else self._decode(raw, kafka_timestamp)
+        if type(event) is not tuple:
+            if event is None:
+                self._engine.count(0, 1)
+            else:
+                self._dead_letter(event.error, event.detail, None, raw, source, None)
+            return
+        key, time, stake, win, game, channel, groups, counts, record_id, values = event
+        resolved, missing = self._groups_of(key, groups)
+        outcome = self._engine.offer_shaped(key, time, stake, win, game, channel, resolved, counts, record_id,
+                                            list(values))
+        if outcome == self._duplicate:
+            self._dead_letter("duplicate", duplicate_detail(self.spec.fields.id, record_id), None, raw, source, key)
+            return
+        late = dict(self._engine.late()[3]) if outcome == self._late else {}
+        self._late_letters(late, missing, raw, source, key, time, self.stream_time)
+
+    def _groups_of(self, key: str, groups: tuple) -> tuple[list[str | None], list[tuple[int, Any]]]:
+        """Each rolling aggregation's group of a record (None: unusable), and (index, value) of the unusable."""
         resolved: list[str | None] = []
-        missing: list[tuple[int, Any]] = []  # (rolling index, the unusable group value)
+        missing: list[tuple[int, Any]] = []
         for index, (_, group_index, _) in enumerate(self._rolling):
             if group_index is None:
                 resolved.append(key)
@@ -283,9 +320,7 @@ class NativePartition:
                 resolved.append(found)
                 if found is None:
                     missing.append((index, groups[group_index]))
-        outcome = self._engine.offer(key, time, stake, win, game, channel, resolved)
-        late = dict(self._engine.late()[3]) if outcome == self._late else {}
-        self._late_letters(late, missing, raw, source, key, time, self.stream_time)
+        return resolved, missing
 
     def _late_letters(self, late: dict[int, int], missing: list[tuple[int, Any]], raw: bytes | None, source: Any,
                       key: str, time: int, now: int) -> None:

@@ -137,8 +137,7 @@ class Partition:
             return
         key, time, stake, win, game, channel, groups, counts, record_id, values = event
         if record_id is not None and (key, record_id) in self.ids:
-            self._dead_letter("duplicate", f"{self.spec.fields.id}: {describe(record_id)} is the id of a record of "
-                              "this key still held by an open session or window", None, raw, source, key)
+            self._dead_letter("duplicate", duplicate_detail(self.spec.fields.id, record_id), None, raw, source, key)
             return
         stats.valid += 1
         if time > self.stream_time:
@@ -370,6 +369,10 @@ def replay_record(line: bytes) -> bytes:
 
 def missing_group_detail(path: str | None, value: Any) -> str:
     return f"{path}: {describe(value)} is not a group (a non-empty string or an integer)"
+
+
+def duplicate_detail(path: str | None, record_id: str) -> str:
+    return f"{path}: {describe(record_id)} is the id of a record of this key still held by an open session or window"
 
 
 def window_lateness(partially: bool) -> tuple[str, str]:

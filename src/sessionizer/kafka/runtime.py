@@ -97,7 +97,7 @@ class Runtime:
         self._last_observed = 0.0
         self.monitor = Monitor("sessionizer run", {
             "mode": "run", "input": self._input, "group": settings.group_id, "client": settings.client_id,
-            "transactional id": settings.transactional_id, "core": core_name(settings.spec), "version": __version__,
+            "transactional id": settings.transactional_id, "core": core_name(), "version": __version__,
         }, self.health, self.metrics.registry, {}, self.metrics.recent_dead_letters)
         self._server: MonitoringServer | None = None
 
@@ -110,7 +110,7 @@ class Runtime:
     def run(self) -> int:
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
-                                    "transactional_id": self.settings.transactional_id, "core": core_name(self.settings.spec)})
+                                    "transactional_id": self.settings.transactional_id, "core": core_name()})
         self._start_monitoring()
         try:
             return self._run()
@@ -120,7 +120,7 @@ class Runtime:
 
     def _start_monitoring(self) -> None:
         settings, metrics = self.settings, self.metrics
-        metrics.info.info({"version": __version__, "mode": "run", "core": core_name(settings.spec), "group": settings.group_id,
+        metrics.info.info({"version": __version__, "mode": "run", "core": core_name(), "group": settings.group_id,
                            "input_topic": self._input, "client_id": settings.client_id})
         metrics.commit_interval.set(settings.commit_interval_ms / 1000)
         metrics.last_commit.set(time.time())  # "no commit since" counts from the start
