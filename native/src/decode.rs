@@ -7,9 +7,9 @@
 
 use std::borrow::Cow;
 
-use crate::HashSet;
-
-use crate::output::days_from_civil;
+use crate::output::{days_from_civil, json_string};
+use crate::shapes::{Kind, Value};
+use crate::{HashMap, HashSet};
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 const MICROS: i64 = 1_000_000;
@@ -67,6 +67,7 @@ pub struct Fields {
     time_from_kafka: bool,
     events: Option<HashSet<String>>,
     group_count: usize,
+    shape: Option<Shape>,
 }
 
 // Slots of the fields in `Token` arrays.
@@ -78,35 +79,111 @@ const GAME: usize = 4;
 const CHANNEL: usize = 5;
 const EVENT: usize = 6;
 const GROUPS: usize = 7;
-const INLINE_SLOTS: usize = GROUPS + 4;
+const INLINE_SLOTS: usize = GROUPS + 9;
+
+/// SPEC section 7 as `sessionizer/core/shaped_events.py` reads it: per-type field slots, the id's
+/// slot, each extra aggregate's slot. A slot per distinct path (types share most of theirs).
+struct Shape {
+    types: HashMap<String, TypeSlots>,
+    plain: TypeSlots,
+    id: Option<usize>,
+    aggregates: Vec<AggregateSlot>,
+}
+
+#[derive(Clone, Copy)]
+struct TypeSlots {
+    stake: Option<usize>, // None: "" (this type has no such field)
+    win: Option<usize>,
+    game: Option<usize>,
+    channel: Option<usize>,
+    counts: bool,
+    negate: bool,
+}
+
+struct AggregateSlot {
+    kind: Kind,
+    field: Option<usize>, // None for count
+    types: Option<HashSet<String>>,
+}
+
+/// `[input.types.<name>]` as Python resolved it: (name, stake, win, game_code, channel, counts, negate).
+pub type TypeFields = (String, String, String, String, String, bool, bool);
+/// An extra aggregate: (kind, field path or None, its types or None).
+pub type AggregateFields = (String, Option<String>, Option<Vec<String>>);
+
+/// The input's shape beyond section 1: (event path, id path, types, aggregates in engine order).
+pub type ShapeFields = (String, Option<String>, Vec<TypeFields>, Vec<AggregateFields>);
+
+fn split_path(text: &str) -> Vec<String> {
+    text.split('.').map(str::to_owned).collect()
+}
 
 impl Fields {
     /// Dot paths; `time` None is the Kafka record timestamp; `groups` are the extra group_by paths.
     #[allow(clippy::too_many_arguments)]
     pub fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game: &str, channel: &str,
-               events: Vec<String>, groups: &[String]) -> Self {
-        let path = |text: &str| text.split('.').map(str::to_owned).collect::<Vec<_>>();
+               events: Vec<String>, groups: &[String], shape: Option<ShapeFields>) -> Result<Self, String> {
         let mut tree = PathNode::default();
         for (slot, field) in [(KEY, Some(key)), (TIME, time), (STAKE, Some(stake)), (WIN, Some(win)),
                               (GAME, Some(game)), (CHANNEL, Some(channel))] {
             if let Some(field) = field {
-                tree.insert(&path(field), slot);
+                tree.insert(&split_path(field), slot);
             }
         }
-        if !events.is_empty() {
-            tree.insert(&["event".to_owned()], EVENT); // the top-level `event`, whatever its name holds
+        let event_path = shape.as_ref().map_or("event", |(path, ..)| path.as_str());
+        if !events.is_empty() || shape.is_some() {
+            tree.insert(&split_path(event_path), EVENT);
         }
         for (index, group) in groups.iter().enumerate() {
-            tree.insert(&path(group), GROUPS + index);
+            tree.insert(&split_path(group), GROUPS + index);
         }
+        let mut slot_count = GROUPS + groups.len();
+        let shape = match shape {
+            None => None,
+            Some((_, id, types, aggregates)) => {
+                let mut slots: HashMap<String, usize> = HashMap::default();
+                let mut slot_of = |path: &str| -> Option<usize> {
+                    if path.is_empty() {
+                        return None;
+                    }
+                    Some(*slots.entry(path.to_owned()).or_insert_with(|| {
+                        tree.insert(&split_path(path), slot_count);
+                        slot_count += 1;
+                        slot_count - 1
+                    }))
+                };
+                let plain = TypeSlots { stake: Some(STAKE), win: Some(WIN), game: Some(GAME), channel: Some(CHANNEL),
+                                        counts: true, negate: false };
+                let types = types.into_iter()
+                    .map(|(name, stake, win, game, channel, counts, negate)| {
+                        let slots = TypeSlots { stake: slot_of(&stake), win: slot_of(&win), game: slot_of(&game),
+                                                channel: slot_of(&channel), counts, negate };
+                        (name, slots)
+                    })
+                    .collect();
+                let id = id.as_deref().and_then(&mut slot_of);
+                let mut read = Vec::new();
+                for (kind, field, types) in aggregates {
+                    let kind = Kind::of(&kind).ok_or_else(|| format!("no aggregate kind {kind:?}"))?;
+                    let field = if kind == Kind::Count { None } else { field.as_deref().and_then(&mut slot_of) };
+                    read.push(AggregateSlot { kind, field, types: types.map(|t| t.into_iter().collect()) });
+                }
+                Some(Shape { types, plain, id, aggregates: read })
+            }
+        };
         tree.number(&mut 0);
-        Fields {
+        Ok(Fields {
             tree,
-            slot_count: GROUPS + groups.len(),
+            slot_count,
             time_from_kafka: time.is_none(),
             events: (!events.is_empty()).then(|| events.into_iter().collect()),
             group_count: groups.len(),
-        }
+            shape,
+        })
+    }
+
+    pub fn shaped(&self) -> bool {
+        self.shape.is_some()
     }
 }
 
@@ -115,7 +192,7 @@ impl Fields {
 enum Token<'a> {
     Absent,
     Null,
-    Bool,
+    Bool(bool),
     Number(&'a str), // its exact text
     Str(Cow<'a, str>),
     Object,
@@ -130,6 +207,14 @@ pub struct Event<'a> {
     pub game: Option<Cow<'a, str>>,
     pub channel: Option<Cow<'a, str>>,
     pub groups: Vec<Cow<'a, str>>,
+    pub shaped: Option<ShapedPart<'a>>, // a shaped job's record: what SPEC section 7 adds
+}
+
+/// What `ShapedEventDecoder` adds to a record: whether it counts, its id, a value per aggregate.
+pub struct ShapedPart<'a> {
+    pub counts: bool,
+    pub id: Option<Cow<'a, str>>,
+    pub values: Vec<Option<Value>>,
 }
 
 pub enum Decoded<'a> {
@@ -244,8 +329,8 @@ impl<'a> Reader<'a> {
                 }
             }
             b'"' => Ok(Token::Str(self.string()?)),
-            b't' => self.literal(b"true").map(|_| Token::Bool),
-            b'f' => self.literal(b"false").map(|_| Token::Bool),
+            b't' => self.literal(b"true").map(|_| Token::Bool(true)),
+            b'f' => self.literal(b"false").map(|_| Token::Bool(false)),
             b'n' => self.literal(b"null").map(|_| Token::Null),
             _ => self.number().map(Token::Number),
         }
@@ -402,19 +487,14 @@ fn key_text<'a>(token: &Token<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
-fn amount(token: &Token) -> Option<i64> {
-    let text = match token {
-        Token::Absent | Token::Null => return Some(0),
-        Token::Number(text) => *text,
-        _ => return None,
-    };
+/// Micros of a plain decimal text: 1-13 digits, then maybe `.` and 1-6 digits; None otherwise
+/// (Python reads the rest: signs, exponents, long fractions, or names what is wrong).
+fn plain_micros(text: &str) -> Option<i64> {
     let (whole, frac) = match text.split_once('.') {
+        Some((_, "")) => return None,
         Some((whole, frac)) => (whole, frac),
         None => (text, ""),
     };
-    if whole == "-0" && frac.is_empty() {
-        return Some(0); // an integer -0 is 0
-    }
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() || whole.len() > 13 || !digits_only(whole) || frac.len() > 6 || !digits_only(frac) {
         return None;
@@ -424,6 +504,60 @@ fn amount(token: &Token) -> Option<i64> {
         micros += frac.parse::<i64>().ok()? * 10_i64.pow(6 - frac.len() as u32);
     }
     (micros <= MAX_MICROS).then_some(micros)
+}
+
+/// A section 1 amount (absent and null are 0): a JSON number or a numeric string.
+fn amount(token: &Token) -> Option<i64> {
+    match token {
+        Token::Absent | Token::Null => Some(0),
+        Token::Number("-0") => Some(0), // an integer -0 is 0
+        Token::Number(text) => plain_micros(text),
+        Token::Str(text) => plain_micros(text),
+        _ => None,
+    }
+}
+
+/// An amount that may be negative (sum, min, max: `parse_signed_amount`).
+fn signed_amount(token: &Token) -> Option<i64> {
+    let text: &str = match token {
+        Token::Number(text) => text,
+        Token::Str(text) => text,
+        _ => return None,
+    };
+    match text.strip_prefix('-') {
+        Some(rest) => plain_micros(rest).map(|micros| -micros),
+        None => plain_micros(text),
+    }
+}
+
+/// One present value for one aggregate (`read_aggregate_value`), or None: Python decides.
+fn aggregate_value(kind: Kind, token: &Token, negate: bool) -> Option<Value> {
+    Some(match kind {
+        Kind::Sum | Kind::Min | Kind::Max => {
+            let micros = signed_amount(token)?;
+            Value::Int(if negate && kind == Kind::Sum { -micros } else { micros })
+        }
+        Kind::First | Kind::Last => {
+            let mut text = Vec::new();
+            match token {
+                Token::Str(value) => json_string(&mut text, value),
+                Token::Number(number) if number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
+                    text.extend_from_slice(number.as_bytes()) // as written
+                }
+                Token::Number(number) => text.extend_from_slice(small_integer(number)?.to_string().as_bytes()),
+                Token::Bool(true) => text.extend_from_slice(b"true"),
+                Token::Bool(false) => text.extend_from_slice(b"false"),
+                _ => return None,
+            }
+            Value::Text(text.into())
+        }
+        Kind::CountDistinct => Value::Str(match token {
+            Token::Str(value) => (**value).into(),
+            Token::Number(number) => small_integer(number)?.to_string().into(),
+            _ => return None,
+        }),
+        Kind::Count => Value::Int(1),
+    })
 }
 
 fn label<'a>(token: &Token<'a>) -> Result<Option<Cow<'a, str>>, ()> {
@@ -537,10 +671,23 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
         event_time(&values[TIME])
     };
     let Some(time) = time else { return Decoded::Fallback };
-    let (Some(stake), Some(win)) = (amount(&values[STAKE]), amount(&values[WIN])) else {
+    let event_type = match &values[EVENT] {
+        Token::Str(name) => Some(name.as_ref()),
+        _ => None,
+    };
+    let slots = fields.shape.as_ref().map(|shape| match event_type.and_then(|name| shape.types.get(name)) {
+        Some(slots) => *slots,
+        None => shape.plain,
+    });
+    let at = |slot: Option<usize>| slot.map_or(&Token::Absent, |slot| &values[slot]);
+    let (stake_at, win_at, game_at, channel_at) = match &slots {
+        Some(s) => (at(s.stake), at(s.win), at(s.game), at(s.channel)),
+        None => (&values[STAKE], &values[WIN], &values[GAME], &values[CHANNEL]),
+    };
+    let (Some(mut stake), Some(mut win)) = (amount(stake_at), amount(win_at)) else {
         return Decoded::Fallback;
     };
-    let (Ok(game), Ok(channel)) = (label(&values[GAME]), label(&values[CHANNEL])) else {
+    let (Ok(game), Ok(channel)) = (label(game_at), label(channel_at)) else {
         return Decoded::Fallback;
     };
     let mut groups = Vec::with_capacity(fields.group_count);
@@ -550,5 +697,38 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
             None => return Decoded::Fallback, // Python writes the missing_group dead letter
         }
     }
-    Decoded::Event(Event { key, time, stake, win, game, channel, groups })
+    let shaped = match (&fields.shape, slots) {
+        (Some(shape), Some(slots)) => {
+            let id = match shape.id.map(|slot| &values[slot]) {
+                None | Some(Token::Absent | Token::Null) => None,
+                Some(token) => match key_text(token) {
+                    Some(id) => Some(id),
+                    None => return Decoded::Fallback, // not a record id: Python names it
+                },
+            };
+            let mut read = Vec::with_capacity(shape.aggregates.len());
+            for aggregate in &shape.aggregates {
+                let feeds = aggregate.types.as_ref().is_none_or(|types| event_type.is_some_and(|t| types.contains(t)));
+                read.push(if !feeds {
+                    None
+                } else if aggregate.kind == Kind::Count {
+                    Some(Value::Int(1))
+                } else {
+                    match at(aggregate.field) {
+                        Token::Absent | Token::Null => None,
+                        token => match aggregate_value(aggregate.kind, token, slots.negate) {
+                            Some(value) => Some(value),
+                            None => return Decoded::Fallback,
+                        },
+                    }
+                });
+            }
+            if slots.negate {
+                (stake, win) = (-stake, -win);
+            }
+            Some(ShapedPart { counts: slots.counts, id, values: read })
+        }
+        _ => None,
+    };
+    Decoded::Event(Event { key, time, stake, win, game, channel, groups, shaped })
 }

@@ -25,7 +25,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use decode::{Decoded, Fields};
+use decode::{Decoded, Fields, ShapeFields};
 use sessions::{SessionRules, SessionStore, Spin, NO_CLOSED_END};
 use shapes::{Aggregate, Extra, IdRegistry, Kind, Value};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
@@ -56,7 +56,7 @@ pub struct Engine {
     late: Vec<(usize, u8)>, // (0 = sessions, i + 1 = rolling i; LATE or PARTIALLY_LATE) of the last record
     late_key: String,
     late_time: i64,
-    shaped: bool, // the job uses SPEC section 7: Python decodes, `offer_shaped` aggregates
+    shaped: bool, // the job uses SPEC section 7 (its records carry counts, ids, aggregate values)
     ids: IdRegistry,
 }
 
@@ -88,8 +88,13 @@ impl Engine {
             .iter()
             .map(|r| Some(r.group.map_or(&*event.key, |index| &*event.groups[index])))
             .collect();
-        self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(), event.channel.as_deref(),
-                       &groups)
+        match event.shaped {
+            None => self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
+                                   event.channel.as_deref(), &groups),
+            Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
+                                                event.channel.as_deref(), &groups, part.counts, part.id.as_deref(),
+                                                part.values),
+        }
     }
 
     /// A valid record into every aggregation; `groups[i]` is rolling i's group (None: it has none,
@@ -114,6 +119,52 @@ impl Engine {
                 }
             }
         }
+        if self.late.is_empty() {
+            return DONE;
+        }
+        self.late_key.clear();
+        self.late_key.push_str(key);
+        self.late_time = time;
+        LATE
+    }
+
+    /// `aggregate` for a shaped job's record (SPEC section 7): DONE, LATE, or DUPLICATE (nothing
+    /// done: an open session or window holds a record of this key with this id).
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
+                        channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
+                        values: Vec<Option<Value>>) -> u8 {
+        if record_id.is_some_and(|id| self.ids.holds(key, id)) {
+            return DUPLICATE;
+        }
+        let key_rc: Arc<str> = Arc::from(key);
+        let id: Option<Arc<str>> = record_id.map(Arc::from);
+        self.valid += 1;
+        self.move_time(time);
+        let now = self.stream_time;
+        self.late.clear();
+        let mut at = 0;
+        if let Some(sessions) = &mut self.sessions {
+            let count = sessions.aggregates.len();
+            let extra = Extra { counts, id: id.clone(), values: values[at..at + count].to_vec().into_boxed_slice() };
+            at += count;
+            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, extra) {
+                self.late.push((0, windows::LATE));
+            }
+        }
+        for (index, rolling) in self.rolling.iter_mut().enumerate() {
+            let count = rolling.store.aggregates.len();
+            let mine = &values[at..at + count];
+            at += count;
+            if let Some(group) = groups[index] {
+                let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64, &key_rc,
+                                                         id.as_ref(), mine);
+                if outcome != ADDED {
+                    self.late.push((index + 1, outcome));
+                }
+            }
+        }
+        self.sync_ids();
         if self.late.is_empty() {
             return DONE;
         }
@@ -165,17 +216,20 @@ impl Engine {
 impl Engine {
     /// `sessions`: (gap, grace, max_duration, max_events, event name as JSON, stamp end, all count,
     /// aggregates); `rolling`: (size, advance, grace, event name as JSON, index of its group path or
-    /// None, aggregates) each; aggregates are (name, kind). `shaped`: the job uses SPEC section 7.
+    /// None, aggregates) each; aggregates are (name, kind). `shape`: the job's SPEC
+    /// section 7 fields (see `decode::ShapeFields`), None when it uses none.
     #[new]
     #[pyo3(signature = (key, time, stake, win, game_code, channel, events, group_paths, sessions, rolling, track_changes,
-                        shaped=false))]
+                        shape=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game_code: &str, channel: &str, events: Vec<String>,
            group_paths: Vec<String>,
            sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool, bool, Vec<(String, String)>)>,
            rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>, Vec<(String, String)>)>, track_changes: bool,
-           shaped: bool) -> PyResult<Self> {
-        let fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths);
+           shape: Option<ShapeFields>) -> PyResult<Self> {
+        let fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths, shape)
+            .map_err(PyValueError::new_err)?;
+        let shaped = fields.shaped();
         let sessions = match sessions {
             None => None,
             Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
@@ -301,46 +355,10 @@ impl Engine {
         if groups.len() != self.rolling.len() {
             return Err(PyValueError::new_err("one group per rolling aggregation"));
         }
-        if record_id.is_some_and(|id| self.ids.holds(key, id)) {
-            return Ok(DUPLICATE);
-        }
         let values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
             .collect::<PyResult<Vec<Option<Value>>>>()?;
-        let key_rc: Arc<str> = Arc::from(key);
-        let id: Option<Arc<str>> = record_id.map(Arc::from);
-        self.valid += 1;
-        self.move_time(time);
-        let now = self.stream_time;
-        self.late.clear();
-        let mut at = 0;
-        if let Some(sessions) = &mut self.sessions {
-            let count = sessions.aggregates.len();
-            let extra = Extra { counts, id: id.clone(), values: values[at..at + count].to_vec().into_boxed_slice() };
-            at += count;
-            if !sessions.offer_shaped(key, time, stake, win, game_code, channel, now, extra) {
-                self.late.push((0, windows::LATE));
-            }
-        }
-        for (index, rolling) in self.rolling.iter_mut().enumerate() {
-            let count = rolling.store.aggregates.len();
-            let mine = &values[at..at + count];
-            at += count;
-            if let Some(group) = &groups[index] {
-                let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64, &key_rc,
-                                                         id.as_ref(), mine);
-                if outcome != ADDED {
-                    self.late.push((index + 1, outcome));
-                }
-            }
-        }
-        self.sync_ids();
-        if self.late.is_empty() {
-            return Ok(DONE);
-        }
-        self.late_key.clear();
-        self.late_key.push_str(key);
-        self.late_time = time;
-        Ok(LATE)
+        let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
+        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, values))
     }
 
     /// A record Python handled without the engine (not JSON, or skipped): counts only.

@@ -1,8 +1,8 @@
 //! SPEC section 7: `sessionizer/core/shapes.py`, the same states, JSON and MessagePack.
 //!
-//! Records of a shaped job are decoded by Python (the engine takes them through
-//! `offer_shaped`); here are the extra aggregates' values and states and the ids that
-//! open sessions and windows hold.
+//! Records of a shaped job are read by `decode.rs` (or, when it is not sure, by Python,
+//! through `offer_shaped`); here are the extra aggregates' values and states and the ids
+//! that open sessions and windows hold.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -215,8 +215,28 @@ from test_shapes_match_reference import session_rules, streams, to_line, window_
 
 shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window_rules(), max_size=2)).filter(
     lambda spec: spec.sessions or spec.rolling)
+# Values an aggregate, an id or a type may meet: each core must accept the same ones, read them
+# alike, and leave the rest to the Python decoder's dead letters.
+wild = st.sampled_from([orjson.Fragment(n) for n in ("1.50", "-0.5", "1e2", "-0", "7", "-3", "0.0000001", "1000000000001",
+                                                      "123456789012345678901")]
+                       + ["1", "-2.25", "--1", "1.", ".5", "", "é\n\"x", "\u2028", True, False, None, [], {"a": 1}])
+
+
+@st.composite
+def shaped_records(draw):
+    """Typed records whose amounts, ids and aggregate fields take odd values as well as plain ones."""
+    body = {"user_id": draw(good_keys), "timestamp": draw(good_times),
+            "value": {"stake": draw(good_amounts | wild), "win": draw(good_amounts | wild),
+                      "game_code": draw(st.none() | texts)}}
+    for name, values in (("type", st.sampled_from(["BET", "WIN", "RB", "other", 7])), ("id", wild | keys.map(lambda k: orjson.Fragment(str(k)) if type(k) is int else k)),
+                         ("v", wild), ("g", wild | texts)):
+        if draw(st.booleans()):
+            body[name] = draw(values)
+    return orjson.dumps(body)
+
+
 shaped_lines = st.builds(lambda recs, extra: [to_line(rec) for rec in recs] + extra, streams(),
-                         st.lists(st.one_of(junk, mutated()), max_size=3))
+                         st.lists(st.one_of(junk, mutated(), shaped_records()), max_size=12))
 
 
 @given(shaped_jobs, shaped_lines, st.booleans())

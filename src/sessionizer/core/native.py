@@ -16,7 +16,6 @@ against).
 from __future__ import annotations
 
 import os
-import types
 from typing import Any, Callable
 
 import orjson
@@ -104,12 +103,13 @@ class NativePartition:
         f = spec.fields
         group_paths = tuple(dict.fromkeys(
             r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != f.key))
-        self.shaped = spec.shaped
-        if self.shaped:  # SPEC section 7: Python decodes every record, the engine aggregates it
+        shape = None
+        if spec.shaped:  # SPEC section 7: the engine reads it too; what it is not sure of, Python decides
             self._decode = ShapedEventDecoder(f, group_paths, spec.aggregates).decode
-            self.feed = self._feed_shaped  # type: ignore[method-assign]
-            self.feed_text = types.MethodType(Partition.feed_text, self)  # type: ignore[method-assign]
-            self.feed_messages = types.MethodType(Partition.feed_messages, self)  # type: ignore[method-assign]
+            self._decide = self._decide_shaped  # type: ignore[method-assign]
+            shape = (f.event, f.id,
+                     [(t.name, t.stake, t.win, t.game_code, t.channel, t.counts, t.negate) for t in f.types],
+                     [(a.kind, a.field, None if a.types is None else sorted(a.types)) for a in spec.aggregates])
         else:
             self._decode = EventDecoder(f, group_paths).decode
         # Per rolling aggregation: its name, where its group is in an Event's groups (None: the key), its path.
@@ -125,7 +125,7 @@ class NativePartition:
             [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index,
               [(a.name, a.kind) for a in r.aggregates])
              for r, (_, index, _) in zip(spec.rolling, self._rolling)],
-            track_changes, self.shaped)
+            track_changes, shape)
         # The engine's outputs in its order (sessions first), and each rolling store's index.
         self._output_topics = ([s.topic] if s is not None else []) + [r.topic for r in spec.rolling]
         self._window_index = {r.topic: index for index, r in enumerate(spec.rolling)}
@@ -265,6 +265,9 @@ class NativePartition:
     def _follow_up(self, outcome: int, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
         if outcome == self._fallback:
             self._decide(raw, source, kafka_timestamp)
+        elif outcome == self._duplicate:  # rare: decoded again for its key and id
+            key, *_, record_id, _ = self._decode(raw, kafka_timestamp)
+            self._dead_letter("duplicate", duplicate_detail(self.spec.fields.id, record_id), None, raw, source, key)
         else:
             key, time, now, late = self._engine.late()
             self._late_letters(dict(late), [], raw, source, key, time, now)
@@ -287,9 +290,8 @@ class NativePartition:
         late = dict(self._engine.late()[3]) if outcome == self._late else {}
         self._late_letters(late, missing, raw, source, key, time, self.stream_time)
 
-    def _feed_shaped(self, raw: bytes | None, source: Any, kafka_timestamp: int | None = None) -> None:
-        """`feed` for a job that uses SPEC section 7: the Python decoder's verdict, the engine's aggregation."""
-        self._engine.count(1, 0)
+    def _decide_shaped(self, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
+        """`_decide` for a job that uses SPEC section 7."""
         event = Invalid("invalid_json", "not JSON: the message has no value (null)") if raw is None \
             else self._decode(raw, kafka_timestamp)
         if type(event) is not tuple:
