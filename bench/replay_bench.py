@@ -12,7 +12,13 @@
   of this shared machine weighs on both sides of a ratio alike; wall time covers the
   whole process (interpreter start included), peak memory is the process's max RSS.
 
-Writes bench/results/replay.json and the replay section of BENCHMARKS.md.
+- Shapes (issue 13): a wallet feed (`generate --shape wallet`: BET, WIN and ROLLBACK records
+  with transaction ids, 1 % sent twice), read the old way (bench/wallet-plain.toml: every
+  record a spin) and with SPEC section 7 (bench/wallet-shaped.toml: per-type fields, the id,
+  four extra aggregates), alternating rounds; the figure is the median of each round's
+  shaped / plain ratio.
+
+Writes bench/results/replay.json and the replay and shapes sections of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ STREAMS = {  # name -> (file, `sessionizer generate` arguments beyond --events/-
              ["--span-minutes", "30", "--delayed-share", "0.3", "--max-delay-ms", "20000"]),
 }
 CONFIG = HERE / "replay-bench.toml"
+WALLET = HERE / "data" / "wallet-370k.jsonl"
+WALLET_ARGUMENTS = ["--shape", "wallet", "--events", "370000", "--delayed-share", "0.2", "--max-delay-ms", "20000",
+                    "--duplicate-share", "0.01"]
 RESULTS = HERE / "results"
 REPEAT = int(os.environ.get("BENCH_REPEAT", "7"))
 BIN = Path(sys.executable).parent
@@ -57,7 +66,7 @@ def generate(path: Path, arguments: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"generating {path} ...", file=sys.stderr)
     subprocess.run([str(BIN / "sessionizer"), "generate", "--events", "500000", "--players", "50000",
-                    "--seed", "42", *arguments, "-o", str(path)], check=True)
+                    "--seed", "42", *arguments, "-o", str(path)], check=True)  # a later --events wins
 
 
 def stream_facts(path: Path) -> dict:
@@ -104,6 +113,8 @@ def main() -> None:
     for name, (path, arguments) in STREAMS.items():
         generate(path, arguments)
         result["streams"][name] = {**stream_facts(path), **bench_stream(name, path)}
+    generate(WALLET, WALLET_ARGUMENTS)
+    result["shapes"] = bench_shapes(WALLET)
     # Compared only once every process is measured: a child's peak RSS (wait4) starts from what this
     # process holds when it forks, and the comparison holds every record in memory.
     for name in STREAMS:
@@ -112,6 +123,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
     write_section(result)
+    write_shapes_section(result)
     print(json.dumps(result, indent=2))
 
 
@@ -148,6 +160,65 @@ def bench_stream(name: str, data: Path) -> dict:
         "duckdb_peak_rss_mib": round(max(rss for _, rss in ducks) / 2**20, 1),
     }
 
+
+def bench_shapes(data: Path) -> dict:
+    """The wallet feed, plain and shaped, in alternating rounds."""
+    runs: dict[str, list[tuple[float, int]]] = {"plain": [], "shaped": [], "types": [], "id": []}
+    for round_no in range(REPEAT):
+        for name in runs:
+            out_dir = RESULTS / f"wallet-out-{name}"
+            runs[name].append(measure([str(BIN / "sessionizer"), "replay", "--no-progress", "--config",
+                                       str(HERE / f"wallet-{name}.toml"), "--output-dir", str(out_dir), str(data)]))
+        print(f"shapes round {round_no + 1}: " + ", ".join(f"{name} {times[-1][0]:.2f} s" for name, times in runs.items()),
+              file=sys.stderr)
+    records = sum(1 for _ in data.open("rb"))
+    result = {"records": records, "ratio": round(statistics.median(
+        s / p for (s, _), (p, _) in zip(runs["shaped"], runs["plain"])), 2)}
+    for name in ("types", "id"):  # where the difference comes from
+        result[f"{name}_ratio"] = round(statistics.median(s / p for (s, _), (p, _) in zip(runs[name], runs["plain"])), 2)
+    for name, times in runs.items():
+        out_dir = RESULTS / f"wallet-out-{name}"
+        result[name] = {
+            "seconds": round(statistics.median(t for t, _ in times), 3),
+            "peak_rss_mib": round(max(rss for _, rss in times) / 2**20, 1),
+            "outputs": {p.stem: sum(1 for _ in p.open("rb")) for p in sorted(out_dir.glob("*.jsonl"))},
+        }
+    return result
+
+
+def write_shapes_section(r: dict) -> None:
+    s = r["shapes"]
+    rows = [f"| {label} | {s[name]['seconds']:.2f} s | {s['records'] / s[name]['seconds']:,.0f} | "
+            f"{s[name]['peak_rss_mib']:.0f} MiB | " + ", ".join(f"{t} {n:,}" for t, n in s[name]["outputs"].items())
+            + " |"
+            for name, label in (("plain", "plain job (bench/wallet-plain.toml: every record a spin)"),
+                                ("shaped", "shaped job (bench/wallet-shaped.toml: types, id, 4 aggregates)"),
+                                ("types", "types only (bench/wallet-types.toml)"),
+                                ("id", "plain job plus the record id (bench/wallet-id.toml)"))]
+    section = "\n".join([
+        "<!-- shapes-bench:start (written by `make bench`) -->",
+        f"Measured {r['date']} on {r['machine']}; median of {r['repeat']} alternating rounds; "
+        f"{s['records']:,} wallet records (`sessionizer generate {' '.join(WALLET_ARGUMENTS)}`).",
+        "",
+        "| job | wall time | records/s | peak RSS | records out |",
+        "|---|---:|---:|---:|---|",
+        *rows,
+        "",
+        f"Shaped / plain: **{s['ratio']:.2f}x** (the median of each round's ratio); of its parts, per-type "
+        f"fields alone {s['types_ratio']:.2f}x, the record id alone {s['id_ratio']:.2f}x (a lookup of the "
+        "ids open state holds per record; a dead letter per copy), the four aggregates the rest (their values "
+        "kept per record until the session closes, as out-of-order records and cuts need). "
+        "Goal (issue 13): at most 1.25x.",
+        "<!-- shapes-bench:end -->",
+    ])
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    start, end = "<!-- shapes-bench:start", "<!-- shapes-bench:end -->"
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Operators' own event shapes (`make bench`)\n\n" + section + "\n"
+    path.write_text(text)
 
 
 def write_section(r: dict) -> None:

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use compact_str::{CompactString, ToCompactString};
+
 use crate::output::{days_from_civil, json_string};
 use crate::shapes::{Kind, Value};
 use crate::{HashMap, HashSet};
@@ -537,23 +539,30 @@ fn aggregate_value(kind: Kind, token: &Token, negate: bool) -> Option<Value> {
             let micros = signed_amount(token)?;
             Value::Int(if negate && kind == Kind::Sum { -micros } else { micros })
         }
-        Kind::First | Kind::Last => {
-            let mut text = Vec::new();
-            match token {
-                Token::Str(value) => json_string(&mut text, value),
-                Token::Number(number) if number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
-                    text.extend_from_slice(number.as_bytes()) // as written
-                }
-                Token::Number(number) => text.extend_from_slice(small_integer(number)?.to_string().as_bytes()),
-                Token::Bool(true) => text.extend_from_slice(b"true"),
-                Token::Bool(false) => text.extend_from_slice(b"false"),
-                _ => return None,
+        Kind::First | Kind::Last => Value::Text(match token {
+            Token::Str(value) if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+                let mut text = CompactString::with_capacity(value.len() + 2); // inline when short
+                text.push('"');
+                text.push_str(value);
+                text.push('"');
+                text
             }
-            Value::Text(text.into())
-        }
+            Token::Str(value) => {
+                let mut text = Vec::new();
+                json_string(&mut text, value);
+                CompactString::from_utf8(text).ok()?
+            }
+            Token::Number(number) if number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
+                CompactString::from(&**number) // as written
+            }
+            Token::Number(number) => small_integer(number)?.to_compact_string(),
+            Token::Bool(true) => CompactString::const_new("true"),
+            Token::Bool(false) => CompactString::const_new("false"),
+            _ => return None,
+        }),
         Kind::CountDistinct => Value::Str(match token {
-            Token::Str(value) => (**value).into(),
-            Token::Number(number) => small_integer(number)?.to_string().into(),
+            Token::Str(value) => CompactString::from(&**value),
+            Token::Number(number) => small_integer(number)?.to_compact_string(),
             _ => return None,
         }),
         Kind::Count => Value::Int(1),

@@ -15,6 +15,8 @@ mod windows;
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 /// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding),
 /// in hashbrown's map (std's own, with `get_key_value_mut`: one lookup per record, not three).
 pub type HashMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
@@ -56,7 +58,7 @@ pub struct Engine {
     late: Vec<(usize, u8)>, // (0 = sessions, i + 1 = rolling i; LATE or PARTIALLY_LATE) of the last record
     late_key: String,
     late_time: i64,
-    shaped: bool, // the job uses SPEC section 7 (its records carry counts, ids, aggregate values)
+    duplicate_id: String, // of the last DUPLICATE (its key in late_key)
     ids: IdRegistry,
 }
 
@@ -134,11 +136,19 @@ impl Engine {
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
                         values: Vec<Option<Value>>) -> u8 {
-        if record_id.is_some_and(|id| self.ids.holds(key, id)) {
-            return DUPLICATE;
-        }
-        let key_rc: Arc<str> = Arc::from(key);
-        let id: Option<Arc<str>> = record_id.map(Arc::from);
+        let held = match record_id {  // (key, id) as the registry shares them
+            None => None,
+            Some(id) => match self.ids.take(key, id) {
+                None => {
+                    self.late_key.clear();
+                    self.late_key.push_str(key);
+                    self.duplicate_id.clear();
+                    self.duplicate_id.push_str(id);
+                    return DUPLICATE;
+                }
+                held => held,
+            },
+        };
         self.valid += 1;
         self.move_time(time);
         let now = self.stream_time;
@@ -146,7 +156,7 @@ impl Engine {
         let mut at = 0;
         if let Some(sessions) = &mut self.sessions {
             let count = sessions.aggregates.len();
-            let extra = Extra { counts, id: id.clone(), values: values[at..at + count].to_vec().into_boxed_slice() };
+            let extra = Extra { counts, id: held.as_ref().map(|(_, id)| id.clone()), values: values[at..at + count].to_vec().into_boxed_slice() };
             at += count;
             if !sessions.offer_shaped(key, time, stake, win, game, channel, now, extra) {
                 self.late.push((0, windows::LATE));
@@ -157,14 +167,13 @@ impl Engine {
             let mine = &values[at..at + count];
             at += count;
             if let Some(group) = groups[index] {
-                let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64, &key_rc,
-                                                         id.as_ref(), mine);
+                let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64,
+                                                         held.as_ref(), mine);
                 if outcome != ADDED {
                     self.late.push((index + 1, outcome));
                 }
             }
         }
-        self.sync_ids();
         if self.late.is_empty() {
             return DONE;
         }
@@ -194,20 +203,6 @@ impl Engine {
             if rolling.store.next_due <= time {
                 rolling.store.close_due(time);
             }
-        }
-        self.sync_ids();
-    }
-
-    /// The ids the stores held and released, into the registry (shaped jobs only).
-    fn sync_ids(&mut self) {
-        if !self.shaped {
-            return;
-        }
-        if let Some(sessions) = &mut self.sessions {
-            self.ids.apply(&mut sessions.ids);
-        }
-        for rolling in &mut self.rolling {
-            self.ids.apply(&mut rolling.store.ids);
         }
     }
 }
@@ -256,7 +251,7 @@ impl Engine {
             late: Vec::new(),
             late_key: String::new(),
             late_time: 0,
-            shaped,
+            duplicate_id: String::new(),
             ids: IdRegistry::default(),
         })
     }
@@ -372,6 +367,11 @@ impl Engine {
         (self.late_key.clone(), self.late_time, self.stream_time, self.late.clone())
     }
 
+    /// (key, record id) of the last DUPLICATE record.
+    fn duplicate(&self) -> (String, String) {
+        (self.late_key.clone(), self.duplicate_id.clone())
+    }
+
     /// (read, valid, skipped by the events filter)
     fn counts(&self) -> (u64, u64, u64) {
         (self.read, self.valid, self.skipped)
@@ -388,7 +388,6 @@ impl Engine {
         for rolling in &mut self.rolling {
             rolling.store.close_all();
         }
-        self.sync_ids();
         self.ids.clear();
     }
 
@@ -516,13 +515,12 @@ impl Engine {
                 None => {
                     let state = match value {
                         None => None,
-                        Some(bytes) => Some(self.read_session_state(bytes).ok_or_else(|| {
+                        Some(bytes) => Some(self.read_session_state(key, bytes).ok_or_else(|| {
                             PyValueError::new_err(format!("session state of {key:?} cannot be read"))
                         })?),
                     };
                     let Some(sessions) = &mut self.sessions else { return Err(PyValueError::new_err("no sessions store")) };
                     sessions.restore(key, state);
-                    self.sync_ids();
                 }
                 Some(index) => {
                     let (start_text, group) = key.split_once(':')
@@ -534,14 +532,13 @@ impl Engine {
                         Some(bytes) => {
                             let rolling = self.rolling.get(index)
                                 .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
-                            Some(read_totals(bytes, &rolling.store.aggregates).ok_or_else(|| {
+                            Some(read_totals(bytes, &rolling.store.aggregates, &mut self.ids).ok_or_else(|| {
                                 PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
                             })?)
                         }
                     };
                     let rolling = self.rolling.get_mut(index).ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
                     rolling.store.restore(start, group, totals);
-                    self.sync_ids();
                 }
             }
         }
@@ -568,7 +565,7 @@ impl Engine {
 impl Engine {
     /// A session state as `session_state` writes it: (closed end, times, amounts, labels), and a
     /// shaped job's extras as a fifth item (a state written before the job was shaped has none).
-    fn read_session_state(&mut self, bytes: &[u8]) -> Option<(i64, Vec<Spin>, Vec<Extra>)> {
+    fn read_session_state(&mut self, key: &str, bytes: &[u8]) -> Option<(i64, Vec<Spin>, Vec<Extra>)> {
         let sessions = self.sessions.as_mut()?;
         let mut r = msgpack::Reader::new(bytes);
         let items = r.array()?;
@@ -606,7 +603,7 @@ impl Engine {
                     return None;
                 }
                 let counts = r.boolean()?;
-                let id = r.optional_str()?.map(Arc::from);
+                let id = r.optional_str()?.map(|id| self.ids.shared(key, id));
                 let values = (0..r.array()?).map(|_| shapes::read_value(&mut r)).collect::<Option<Vec<_>>>()?;
                 extras.push(Extra { counts, id, values: values.into_boxed_slice() });
             }
@@ -620,7 +617,7 @@ impl Engine {
 
 /// A window's totals as `window_state` writes them: (count, stake, win), and a shaped job's
 /// (aggregate states, [(key, id)...]) after them.
-fn read_totals(bytes: &[u8], aggregates: &[Aggregate]) -> Option<(Totals, Option<WindowExtra>)> {
+fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> Option<(Totals, Option<WindowExtra>)> {
     let mut r = msgpack::Reader::new(bytes);
     let items = r.array()?;
     if items != 3 && items != 5 {
@@ -639,7 +636,8 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate]) -> Option<(Totals, Option
             if r.array()? != 2 {
                 return None;
             }
-            held.push((Arc::from(r.str()?), Arc::from(r.str()?)));
+            let (key, id) = (r.str()?, r.str()?);
+            held.push((Arc::from(key), ids.shared(key, id)));
         }
         extra = Some(WindowExtra { states, held });
     }
@@ -659,7 +657,8 @@ fn aggregates_of(pairs: Vec<(String, String)>) -> PyResult<Vec<Aggregate>> {
 /// One aggregate value from Python: bytes (first/last), str (count_distinct) or an int.
 fn value_of(value: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(bytes) = value.downcast::<PyBytes>() {
-        return Ok(Value::Text(bytes.as_bytes().into()));
+        return Ok(Value::Text(CompactString::from_utf8(bytes.as_bytes())
+            .map_err(|_| PyValueError::new_err("a first/last value is not UTF-8 JSON"))?));
     }
     if let Ok(text) = value.downcast::<PyString>() {
         return Ok(Value::Str(text.to_str()?.into()));

@@ -11,7 +11,7 @@ use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{states_json, with_aggregates, Aggregate, Extra, IdChanges};
+use crate::shapes::{states_json, with_aggregates, Aggregate, Extra};
 
 pub const NEVER: i64 = 1 << 62;
 pub const NO_CLOSED_END: i64 = -1;
@@ -194,7 +194,6 @@ pub struct SessionStore {
     pub out: Vec<(Arc<str>, Vec<u8>)>,
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
-    pub ids: IdChanges, // ids held and released since the engine last took them
 }
 
 impl SessionStore {
@@ -203,7 +202,6 @@ impl SessionStore {
         SessionStore {
             shaped,
             aggregates,
-            ids: IdChanges::default(),
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
@@ -300,7 +298,6 @@ impl SessionStore {
         let weight = extra.counts as i64;
         let label = label_for(&mut self.labels, None, game, channel);
         let spin = Spin { time, stake, win, label };
-        let id = extra.id.clone();
         let rc: Arc<str> = match self.keys.get_key_value(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
@@ -362,9 +359,6 @@ impl SessionStore {
                 rc
             }
         };
-        if let Some(id) = &id {
-            self.ids.hold(&rc, id);
-        }
         self.mark(&rc);
         true
     }
@@ -460,7 +454,6 @@ impl SessionStore {
             }
             self.emit_session(key, 0, count, false);
             self.mark(key);
-            self.release(key, 0, count);
             self.drop_empty(key, now);
             return;
         }
@@ -491,19 +484,6 @@ impl SessionStore {
         }
     }
 
-    /// The ids of records [first, stop) of a key, which leave this store.
-    fn release(&mut self, key: &Arc<str>, first: usize, stop: usize) {
-        let state = &self.keys[key];
-        if state.extras.is_empty() {
-            return;
-        }
-        for extra in &state.extras[first..stop] {
-            if let Some(id) = &extra.id {
-                self.ids.release(key, id);
-            }
-        }
-    }
-
     fn drop_empty(&mut self, key: &Arc<str>, now: i64) {
         let state = self.keys.remove(key).unwrap();
         if state.closed_end == NO_CLOSED_END {
@@ -525,7 +505,6 @@ impl SessionStore {
     fn close_sessions(&mut self, key: &Arc<str>, closing: &[(usize, usize)]) {
         for &(first, stop) in closing {
             self.emit_session(key, first, stop, false);
-            self.release(key, first, stop);
         }
         let state = self.keys.get_mut(key).unwrap();
         let total = state.spins.len();
@@ -613,20 +592,13 @@ impl SessionStore {
 
     /// Load one key's state (None: gone); `reschedule` after the last one.
     pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>, Vec<Extra>)>) {
-        if let Some((rc, old)) = self.keys.remove_entry(key) {
-            for id in old.extras.iter().filter_map(|extra| extra.id.as_ref()) {
-                self.ids.release(&rc, id);
-            }
-        }
+        self.keys.remove(key); // with the ids its records held
         self.closed_ends.remove(key);
         let Some((closed_end, spins, extras)) = state else { return };
         let key: Arc<str> = Arc::from(key);
         if spins.is_empty() {
             self.closed_ends.insert(key, closed_end);
             return;
-        }
-        for id in extras.iter().filter_map(|extra| extra.id.as_ref()) {
-            self.ids.hold(&key, id);
         }
         let mut state = KeySessions { spins, starts: Vec::new(), closed_end, due: 0, extras };
         state.starts = if self.shaped { resweep(&self.rules, &state) } else if state.spins.len() == 1 {

@@ -7,9 +7,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use crate::msgpack;
 use crate::output::{int, json_amount, json_string};
-use crate::HashMap;
+use hashbrown::HashTable;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -41,8 +43,8 @@ impl Kind {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Value {
     Int(i64),           // micros (sum, min, max), or 1 (count)
-    Text(Box<[u8]>),    // first, last: the JSON text as written
-    Str(Box<str>),      // count_distinct
+    Text(CompactString), // first, last: the JSON text as written (short ones inline: no allocation)
+    Str(CompactString),  // count_distinct
 }
 
 /// A record's SPEC 7 data, kept beside it in a session: whether it counts, its id, its values
@@ -58,8 +60,8 @@ pub struct Extra {
 pub enum State {
     Total(i128),                       // sum, count
     Extreme(Option<i128>),             // min, max
-    Edge(Option<(i64, Box<[u8]>)>),    // first, last: (event time, JSON text)
-    Distinct(BTreeSet<Box<str>>),      // count_distinct (sorted: encoded as msgspec sorts the set)
+    Edge(Option<(i64, CompactString)>),    // first, last: (event time, JSON text)
+    Distinct(BTreeSet<CompactString>),      // count_distinct (sorted: encoded as msgspec sorts the set)
 }
 
 pub struct Aggregate {
@@ -121,7 +123,7 @@ impl Aggregate {
             State::Total(total) if self.kind == Kind::Sum => json_amount(out, *total),
             State::Total(total) => int(out, *total as i64),
             State::Extreme(Some(v)) => json_amount(out, *v),
-            State::Edge(Some((_, text))) => out.extend_from_slice(text),
+            State::Edge(Some((_, text))) => out.extend_from_slice(text.as_bytes()),
             State::Distinct(seen) => int(out, seen.len()),
             State::Extreme(None) | State::Edge(None) => out.extend_from_slice(b"null"),
         }
@@ -155,7 +157,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Option<Value>) {
         Some(Value::Int(v)) => {
             msgpack::int(out, *v as i128);
         }
-        Some(Value::Text(text)) => msgpack::bin(out, text),
+        Some(Value::Text(text)) => msgpack::bin(out, text.as_bytes()),
         Some(Value::Str(text)) => msgpack::str(out, text),
     }
 }
@@ -166,7 +168,7 @@ pub fn read_value(r: &mut msgpack::Reader) -> Option<Option<Value>> {
             r.nil()?;
             None
         }
-        0xc4..=0xc6 => Some(Value::Text(r.bin()?.into())),
+        0xc4..=0xc6 => Some(Value::Text(CompactString::from_utf8(r.bin()?).ok()?)),
         0xa0..=0xbf | 0xd9..=0xdb => Some(Value::Str(r.str()?.into())),
         _ => Some(Value::Int(i64::try_from(r.int()?).ok()?)),
     })
@@ -181,7 +183,7 @@ pub fn write_state(out: &mut Vec<u8>, state: &State) -> Option<()> {
         State::Edge(Some((time, text))) => {
             msgpack::array(out, 2);
             msgpack::int(out, *time as i128)?;
-            msgpack::bin(out, text);
+            msgpack::bin(out, text.as_bytes());
         }
         State::Distinct(seen) => {
             msgpack::array(out, seen.len());
@@ -204,62 +206,67 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
                 return None;
             }
             let time = i64::try_from(r.int()?).ok()?;
-            Some((time, r.bin()?.into()))
+            Some((time, CompactString::from_utf8(r.bin()?).ok()?))
         }),
         Kind::CountDistinct => {
             let count = r.array()?;
             let mut seen = BTreeSet::new();
             for _ in 0..count {
-                seen.insert(Box::from(r.str()?));
+                seen.insert(CompactString::from(r.str()?));
             }
             State::Distinct(seen)
         }
     })
 }
 
-/// Ids (per key) of accepted records that an open session or window still holds, with how many
-/// hold each. Stores note what they hold and release in `IdChanges`; the engine applies them.
-#[derive(Default)]
+/// The ids (per key) of accepted records. An id is held while an open session or window holds
+/// its record: the stores keep clones of the registry's `Arc` of the id, so it is held exactly
+/// while that `Arc` has another owner than the registry, and dropping a closed session or window
+/// releases its ids with no bookkeeping. Entries nobody holds any more are swept out once the
+/// table has doubled since the last sweep (amortized O(1) per record, at most twice the live ids).
 pub struct IdRegistry {
-    held: HashMap<(Arc<str>, Arc<str>), u32>,
+    table: HashTable<(Arc<str>, Arc<str>)>, // (key, id)
+    hasher: ahash::RandomState,
+    live_after_sweep: usize,
+}
+
+impl Default for IdRegistry {
+    fn default() -> Self {
+        IdRegistry { table: HashTable::new(), hasher: ahash::RandomState::new(), live_after_sweep: 0 }
+    }
 }
 
 impl IdRegistry {
-    pub fn holds(&self, key: &str, id: &str) -> bool {
-        // (a borrowed pair cannot look up an owned one: build it; duplicates checks are per record)
-        self.held.contains_key(&(Arc::from(key), Arc::from(id)))
+    /// The id to keep with a new record of `key`, or None: an open session or window holds a
+    /// record of this key with this id (the new one is a duplicate).
+    /// Else the registry's (key, id), to be kept by the stores that take the record.
+    pub fn take(&mut self, key: &str, id: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let (key, id) = self.entry(key, id);
+        (Arc::strong_count(&id) == 2).then_some((key, id)) // the registry's and this one
     }
 
-    pub fn apply(&mut self, changes: &mut IdChanges) {
-        for (hold, key, id) in changes.0.drain(..) {
-            let pair = (key, id);
-            if hold {
-                *self.held.entry(pair).or_insert(0) += 1;
-            } else {
-                let left = self.held.get_mut(&pair).expect("released an id that was not held");
-                *left -= 1;
-                if *left == 0 {
-                    self.held.remove(&pair);
-                }
-            }
+    /// The registry's `Arc` of an id read back from state, so that the store holding it holds it.
+    pub fn shared(&mut self, key: &str, id: &str) -> Arc<str> {
+        self.entry(key, id).1
+    }
+
+    fn entry(&mut self, key: &str, id: &str) -> (Arc<str>, Arc<str>) {
+        let hash = self.hasher.hash_one((key, id));
+        if let Some((k, held)) = self.table.find(hash, |(k, i)| **k == *key && **i == *id) {
+            return (k.clone(), held.clone());
         }
+        if self.table.len() >= (2 * self.live_after_sweep).max(1024) {
+            self.table.retain(|(_, held)| Arc::strong_count(held) > 1);
+            self.live_after_sweep = self.table.len();
+        }
+        let pair: (Arc<str>, Arc<str>) = (Arc::from(key), Arc::from(id));
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, pair.clone(), |(k, i)| hasher.hash_one((&**k, &**i)));
+        pair
     }
 
     pub fn clear(&mut self) {
-        self.held.clear();
-    }
-}
-
-/// (true: hold, false: release, key, id), in the order a store made them.
-#[derive(Default)]
-pub struct IdChanges(pub Vec<(bool, Arc<str>, Arc<str>)>);
-
-impl IdChanges {
-    pub fn hold(&mut self, key: &Arc<str>, id: &Arc<str>) {
-        self.0.push((true, key.clone(), id.clone()));
-    }
-
-    pub fn release(&mut self, key: &Arc<str>, id: &Arc<str>) {
-        self.0.push((false, key.clone(), id.clone()));
+        self.table.clear();
+        self.live_after_sweep = 0;
     }
 }

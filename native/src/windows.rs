@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::NEVER;
-use crate::shapes::{states_json, with_aggregates, Aggregate, IdChanges, State, Value};
+use crate::shapes::{states_json, with_aggregates, Aggregate, State, Value};
 
 pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
@@ -43,7 +43,6 @@ pub struct WindowStore {
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
     pub extras: HashMap<(i64, Arc<str>), WindowExtra>, // a shaped store's, per open (start, group)
-    pub ids: IdChanges,
 }
 
 impl WindowStore {
@@ -53,7 +52,6 @@ impl WindowStore {
             shaped,
             aggregates,
             extras: HashMap::default(),
-            ids: IdChanges::default(),
             size,
             advance,
             grace,
@@ -96,11 +94,11 @@ impl WindowStore {
         }
     }
 
-    /// `offer` for SPEC section 7: `weight` 0 for a record that does not count, and its key, id and
+    /// `offer` for SPEC section 7: `weight` 0 for a record that does not count, and its (key, id) and
     /// values for this store's aggregates.
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, group: &str, time: i64, stake: i64, win: i64, now: i64, weight: i64,
-                        key: &Arc<str>, id: Option<&Arc<str>>, values: &[Option<Value>]) -> u8 {
+                        held: Option<&(Arc<str>, Arc<str>)>, values: &[Option<Value>]) -> u8 {
         let last = time - time % self.advance;
         let first = (last - self.size + self.advance).max(0);
         let (mut added, mut missed) = (0, 0);
@@ -122,9 +120,8 @@ impl WindowStore {
                         aggregate.add(state, value, time);
                     }
                 }
-                if let Some(id) = id {
-                    extra.held.push((key.clone(), id.clone()));
-                    self.ids.hold(key, id);
+                if let Some(pair) = held {
+                    extra.held.push(pair.clone());
                 }
             }
             start -= self.advance;
@@ -194,11 +191,8 @@ impl WindowStore {
             let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
                                            totals.win, &start_text);
             if self.shaped {
-                if let Some(extra) = self.extras.remove(&(start, group.clone())) {
+                if let Some(extra) = self.extras.remove(&(start, group.clone())) { // releasing its ids
                     with_aggregates(&mut record, &states_json(&self.aggregates, &extra.states));
-                    for (key, id) in &extra.held {
-                        self.ids.release(key, id);
-                    }
                 }
             }
             if self.track_changes {
@@ -214,20 +208,13 @@ impl WindowStore {
 
     pub fn restore(&mut self, start: i64, group: &str, totals: Option<(Totals, Option<WindowExtra>)>) {
         let group: Arc<str> = Arc::from(group);
-        if let Some(old) = self.extras.remove(&(start, group.clone())) {
-            for (key, id) in &old.held {
-                self.ids.release(key, id);
-            }
-        }
+        self.extras.remove(&(start, group.clone()));
         let totals = totals.map(|(totals, extra)| {
             if self.shaped {
                 let extra = extra.unwrap_or_else(|| WindowExtra {  // written before the job was shaped
                     states: self.aggregates.iter().map(Aggregate::empty).collect(),
                     held: Vec::new(),
                 });
-                for (key, id) in &extra.held {
-                    self.ids.hold(key, id);
-                }
                 self.extras.insert((start, group.clone()), extra);
             }
             totals

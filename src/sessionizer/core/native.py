@@ -265,8 +265,8 @@ class NativePartition:
     def _follow_up(self, outcome: int, raw: bytes | None, source: Any, kafka_timestamp: int | None) -> None:
         if outcome == self._fallback:
             self._decide(raw, source, kafka_timestamp)
-        elif outcome == self._duplicate:  # rare: decoded again for its key and id
-            key, *_, record_id, _ = self._decode(raw, kafka_timestamp)
+        elif outcome == self._duplicate:
+            key, record_id = self._engine.duplicate()
             self._dead_letter("duplicate", duplicate_detail(self.spec.fields.id, record_id), None, raw, source, key)
         else:
             key, time, now, late = self._engine.late()
