@@ -64,6 +64,10 @@ class PartitionTask:
     at_end: bool = False  # the consumer has reached the partition's end since that record
     mark: StatsMark = field(default_factory=StatsMark)  # its counts when the last transaction was made
     final_since: float | None = None  # monotonic: when its oldest final record not in a transaction appeared
+    # Kept through a rebalance: librdkafka may resume such a partition one record past where we are
+    # (seen on a cluster with cooperative-sticky: the first record after the rebalance is then never
+    # delivered). Its first record afterwards must be the one at next_offset, or we seek back to it.
+    check_position: bool = False
 
 
 @dataclass
@@ -186,6 +190,7 @@ class Runtime:
         fed: set[int] = set()  # partitions that got records in this batch
         ended: set[int] = set()  # partitions whose end came after their last record in this batch
         replayed: dict[int, int] = {}  # partition -> records skipped as already fed
+        sought: set[int] = set()  # partitions sent back to their next offset: the rest of this batch is ahead
         index, total, count = 0, len(messages), 0
         while index < total:
             message = messages[index]
@@ -199,9 +204,18 @@ class Runtime:
                 continue
             partition = message.partition()
             task = tasks.get(partition)
-            if task is None:  # revoked while this batch was in flight
+            if task is None or partition in sought:  # revoked while this batch was in flight, or ahead
                 index += 1
                 continue
+            if task.check_position:
+                task.check_position = False
+                if message.offset() > task.next_offset:  # one seek back: a gap (a marker, compaction) stays a gap
+                    log.warning("the consumer skipped ahead after a rebalance: seeking back",
+                                extra={"partition": partition, "at": message.offset(), "seeking_to": task.next_offset})
+                    self.consumer.seek(TopicPartition(self._input, partition, task.next_offset))
+                    sought.add(partition)
+                    index += 1
+                    continue
             if message.offset() < task.next_offset:
                 # Already fed: the consumer went back without our seek (librdkafka resets a position
                 # it finds out of range to the beginning). Feeding it again would duplicate output.
@@ -391,7 +405,12 @@ class Runtime:
 
     # -- partitions come and go ------------------------------------------------------------------
 
+    def _check_positions(self) -> None:
+        for task in self.tasks.values():
+            task.check_position = True
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._check_positions()
         new = sorted(tp.partition for tp in partitions if tp.topic == self._input and tp.partition not in self.tasks)
         if new:
             self.metrics.rebalances.labels("assigned").inc()
@@ -406,12 +425,14 @@ class Runtime:
         self._settle()  # and confirmed, before another member can take them
         gone = [tp.partition for tp in partitions if tp.topic == self._input]
         self._forget(gone, "revoked")
+        self._check_positions()
         log.info("revoked", extra={"partitions": ",".join(map(str, sorted(gone))) or "-"})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member owns them now: their uncommitted work must not be committed by us.
         gone = [tp.partition for tp in partitions if tp.topic == self._input]
         self._forget(gone, "lost")
+        self._check_positions()
         log.warning("lost partitions (their uncommitted work is dropped)",
                     extra={"partitions": ",".join(map(str, sorted(gone)))})
 
