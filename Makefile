@@ -14,7 +14,7 @@ OUT := out
 
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run test test-unit bench bench-kafka bench-compare kafka demo venv kafka-jars test-tools wheel image clean
+.PHONY: run test test-unit test-faults bench bench-kafka bench-compare kafka kafka-cluster demo venv kafka-jars test-tools wheel image clean
 
 # One package, both cores: pip builds the compiled core (native/, Rust) into sessionizer._native
 # with maturin, in release mode; `SESSIONIZER_CORE=python` runs the pure-Python reference instead.
@@ -68,6 +68,14 @@ bench: $(STAMP)
 # A local broker on 127.0.0.1:9092 for trying `sessionizer run` by hand (Ctrl-C stops it).
 kafka: $(STAMP) $(KAFKA_STAMP)
 	$(PY) tools/kafka/broker.py --port 9092
+
+# A local 3-node cluster (replication factor 3, min ISR 2, as managed Kafka runs) for trying faults by hand.
+kafka-cluster: $(STAMP) $(KAFKA_STAMP)
+	$(PY) tools/kafka/cluster.py
+
+# The fault tests on a 3-node cluster alone (they run in `make test` too).
+test-faults: $(STAMP) $(KAFKA_STAMP)
+	$(PY) -m pytest tests/kafka/test_cluster_faults.py
 
 # A broker of its own, the sample produced into it, `sessionizer run`, final records as they commit.
 demo: $(STAMP) $(KAFKA_STAMP)

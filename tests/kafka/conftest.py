@@ -48,3 +48,13 @@ def auth_broker(tmp_path_factory):
     running = AuthBroker(tmp_path_factory.mktemp("auth")).start()
     yield running
     running.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A 3-node cluster with the managed services' replication settings (see tools/kafka/cluster.py)."""
+    from cluster import Cluster
+
+    running = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    yield running
+    running.close()

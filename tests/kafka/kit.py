@@ -19,9 +19,17 @@ SESSIONIZER = Path(sys.executable).parent / "sessionizer"
 BASE_TOPICS = ["xp-session-events", "xp-rolling-2min", "xp-rolling-5min-game", "xp-dead-letter"]
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int, replication: int = 1,
+                 leaders: list[int] | None = None) -> None:
+    """`leaders`: on a cluster, the node to lead each partition (its replicas: that node, then the others)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+    if leaders:
+        nodes = sorted(set(leaders) | set(range(1, replication + 1)))
+        assignment = [[leader, *[n for n in nodes if n != leader][:replication - 1]] for leader in leaders]
+        topic = NewTopic(name, len(assignment), replica_assignment=assignment)
+    else:
+        topic = NewTopic(name, partitions, replication)
+    for future in admin.create_topics([topic]).values():
         future.result()
 
 
@@ -59,7 +67,8 @@ class Job:
     """One test's job on the shared broker: its own input topic, group and output topic names."""
 
     def __init__(self, bootstrap: str, name: str, partitions: int, tmp: Path,
-                 base: Path = ROOT / "examples" / "xtremepush.toml") -> None:
+                 base: Path = ROOT / "examples" / "xtremepush.toml", replication: int = 1,
+                 leaders: list[int] | None = None) -> None:
         self.bootstrap, self.name, self.partitions, self.tmp = bootstrap, name, partitions, tmp
         self.input_topic = f"{name}-events"
         self.group = f"{name}-group"
@@ -69,7 +78,7 @@ class Job:
         if 'topic = "' + name + '-xp-dead-letter"' not in self.base:
             self.base += f'\n[dead_letter]\ntopic = "{name}-xp-dead-letter"\n'
         self.outputs = {topic: f"{name}-{topic}" for topic in BASE_TOPICS if f'"{name}-{topic}"' in self.base}
-        create_topic(bootstrap, self.input_topic, partitions)
+        create_topic(bootstrap, self.input_topic, partitions, replication, leaders)
 
     def replay_config(self) -> Path:
         path = self.tmp / f"{self.name}-replay.toml"

@@ -95,6 +95,7 @@ class Broker:
         self.listeners = listeners or {}  # name -> (security protocol, port)
         self.process: subprocess.Popen | None = None
         self.log_path = self.work_dir / "broker.log"
+        self.cluster_id: str | None = None  # formatted with a fresh one unless set (the nodes of one cluster share it)
 
     @property
     def bootstrap(self) -> str:
@@ -121,7 +122,7 @@ class Broker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.work_dir / "data" / "meta.properties").exists():
-            cluster_id = _cluster_id()
+            cluster_id = self.cluster_id or _cluster_id()
             formatted = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                                   "-c", str(config), *format_args),
                                        capture_output=True, text=True)
