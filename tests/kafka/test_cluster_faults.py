@@ -187,3 +187,32 @@ def test_a_paused_process_is_fenced_as_a_zombie(cluster, tmp_path):
     record("a process paused (SIGSTOP) past its session and transaction timeouts, then resumed",
            "test_a_paused_process_is_fenced_as_a_zombie", 200_000, checked,
            f"its partitions taken over in {taken_over:.0f} s; on SIGCONT it was fenced and rejoined")
+
+
+def test_the_whole_cluster_down_for_a_minute(cluster, tmp_path):
+    """Every broker killed mid-run and started again 60 s later: the job waits (saying so), then resumes."""
+    job = Job(cluster.bootstrap, "outage", 6, tmp_path, replication=3)
+    lines, chosen = with_sentinels(job, stream(200_000, 3000, seed=34))
+    half = len(lines) // 2
+    run = job.start("o", runtime='idle_timeout = "off"')
+    wait_for(lambda: "msg=assigned" in run.log_text(), 60, run)
+    per_partition = job.produce(lines[:half], chosen[:half])
+    time.sleep(3)  # mid-stream: transactions open
+    cluster.kill_all()
+    down = time.monotonic()
+    time.sleep(60)
+    assert run.alive(), run.log_text()[-3000:]
+    cluster.start_all()
+    back = time.monotonic() - down
+    for partition, records in enumerate(job.produce(lines[half:], chosen[half:])):
+        per_partition[partition].extend(records)
+    job.wait_until_consumed(600, [run])
+    assert run.stop() == 0
+    checked = assert_same_as_replay(job, per_partition)
+    log = run.log_text()
+    assert "Traceback" not in log
+    assert "Kafka looks unreachable: pausing until it answers again" in log
+    assert "Kafka answers again" in log
+    record("all 3 brokers killed mid-run, started again after 60 s", "test_the_whole_cluster_down_for_a_minute",
+           200_000, checked, f"cluster back in sync {back - 60:.0f} s after its restart; the job waited, "
+           "then resumed from its last commit")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,9 +85,12 @@ class Cluster:
         return self.nodes[node_id - 1]
 
     def start(self, timeout: float = 120.0) -> "Cluster":
-        # A node's client port opens only once the quorum has a majority: start all before waiting on any.
-        import threading
+        self._start_all(timeout)
+        self.wait_until_registered(timeout)
+        return self
 
+    def _start_all(self, timeout: float) -> None:
+        # A node's client port opens only once the quorum has a majority: start all before waiting on any.
         errors: list[BaseException] = []
 
         def start_one(node: Node) -> None:
@@ -103,8 +107,6 @@ class Cluster:
         if errors:
             self.close()
             raise errors[0]
-        self.wait_until_registered(timeout)
-        return self
 
     def wait_until_registered(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -155,6 +157,16 @@ class Cluster:
     def revive(self, node_id: int, timeout: float = 120.0) -> None:
         """Start a killed node again on its storage, and wait for a full ISR."""
         self.node(node_id).start(timeout)
+        self.wait_until_fully_replicated(timeout)
+
+    def kill_all(self) -> None:
+        """The whole cluster down at once (SIGKILL every node)."""
+        for node in self.nodes:
+            self.kill(node.node_id)
+
+    def start_all(self, timeout: float = 120.0) -> None:
+        """Every node again on its storage, and wait for a full ISR."""
+        self._start_all(timeout)
         self.wait_until_fully_replicated(timeout)
 
     def pause(self, node_id: int) -> None:
