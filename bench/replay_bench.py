@@ -211,14 +211,7 @@ def write_shapes_section(r: dict) -> None:
         "Goal (issue 13): at most 1.25x.",
         "<!-- shapes-bench:end -->",
     ])
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    start, end = "<!-- shapes-bench:start", "<!-- shapes-bench:end -->"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n## Operators' own event shapes (`make bench`)\n\n" + section + "\n"
-    path.write_text(text)
+    replace_section("shapes-bench", "Operators' own event shapes (`make bench`)", section)
 
 
 def write_section(r: dict) -> None:
@@ -262,15 +255,18 @@ def write_section(r: dict) -> None:
         "peak memory under 300 MB.",
         "<!-- replay-bench:end -->",
     ])
+    replace_section("replay-bench", "Replay against the parse floor (`make bench`)", section)
+
+
+def replace_section(marker: str, heading: str, section: str) -> None:
+    """`section` (from `<!-- marker:start` to `<!-- marker:end -->`) in BENCHMARKS.md, in place or appended."""
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- replay-bench:start", "<!-- replay-bench:end -->"
+    start, end = f"<!-- {marker}:start", f"<!-- {marker}:end -->"
     if start in text:
-        before = text[: text.index(start)]
-        after = text[text.index(end) + len(end):]
-        text = before + section + after
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + "\n\n## Replay against the parse floor (`make bench`)\n\n" + section + "\n"
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + section + "\n"
     path.write_text(text)
 
 

@@ -121,13 +121,7 @@ impl Engine {
                 }
             }
         }
-        if self.late.is_empty() {
-            return DONE;
-        }
-        self.late_key.clear();
-        self.late_key.push_str(key);
-        self.late_time = time;
-        LATE
+        self.outcome(key, time)
     }
 
     /// `aggregate` for a shaped job's record (SPEC section 7): DONE, LATE, or DUPLICATE (nothing
@@ -174,6 +168,11 @@ impl Engine {
                 }
             }
         }
+        self.outcome(key, time)
+    }
+
+    /// DONE, or LATE with the record's key and time kept for `late()` (`self.late` says where).
+    fn outcome(&mut self, key: &str, time: i64) -> u8 {
         if self.late.is_empty() {
             return DONE;
         }
