@@ -104,10 +104,11 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_format)
     from .kafka.clients import AccessRefused
     from .kafka.runtime import run
+    from .kafka.topics import StateMismatch
 
     try:
         return run(settings)
-    except AccessRefused as error:
+    except (AccessRefused, StateMismatch) as error:
         return _fail(str(error))
 
 

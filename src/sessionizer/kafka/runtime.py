@@ -40,7 +40,7 @@ from ..core.events import KAFKA_TIMESTAMP
 from ..core.native import CorePartition, core_name, new_partition
 from .changelog import changelog_records, restore_partitions
 from .clients import MAX_MESSAGE_BYTES, check_access, consumer_config, new_admin, producer_config
-from .topics import TopicError, ensure_topics
+from .topics import TopicError, ensure_topics, offsets_metadata
 
 log = logging.getLogger("sessionizer.run")
 
@@ -90,6 +90,7 @@ class Runtime:
         self.producer: Producer | None = None
         self._last_commit = time.monotonic()
         self._input = settings.input_topic
+        self._offsets_metadata = offsets_metadata(settings)  # which changelogs hold the state of these offsets
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
@@ -290,7 +291,8 @@ class Runtime:
                 for topic, records in changelog_records(self.settings, task.part).items():
                     self._produce_many(topic, records, partition)
             if self.offsets:
-                offsets = [TopicPartition(self._input, p, offset) for p, offset in self.offsets.items()]
+                offsets = [TopicPartition(self._input, p, offset, metadata=self._offsets_metadata)
+                           for p, offset in self.offsets.items()]
                 metadata = self.consumer.consumer_group_metadata()
         except KafkaException as failure:
             self._abort(failure.args[0])  # and rewind: the work is redone from the last commit

@@ -1,26 +1,54 @@
 """The topics the runtime needs: outputs and one compacted changelog per aggregation.
 
-Created when missing (with the input topic's partition count; a changelog must
-have at least as many partitions as the input, since input partition p keeps its
-state in changelog partition p). Where the principal may not create topics, they
+Created when missing, with the input topic's partition count: input partition p keeps
+its state in changelog partition p. Where the principal may not create topics, they
 must exist already: the runtime says which one is missing.
+
+Before consuming, the state Kafka holds is checked against the input (check_state): a
+changelog with another partition count, a changelog deleted while the group has
+committed offsets, or a changelog holding state where the group has no offsets (the
+input topic recreated, the offsets deleted or expired) would each make the job go on
+from wrong or empty state. Kafka Streams refuses the first; sessionizer refuses
+all three, naming the topic and what to do, instead of rebuilding anything from empty.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
+                             TopicPartition)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from ..config import RunSettings
-from .clients import MAX_MESSAGE_BYTES
+from .clients import MAX_MESSAGE_BYTES, restore_consumer_config
 
 log = logging.getLogger("sessionizer.topics")
 
 
 class TopicError(RuntimeError):
-    pass
+    """A topic cannot be made or read yet: retried."""
+
+
+class StateMismatch(RuntimeError):
+    """Kafka holds state this job must not start from: reported at start, never retried or rebuilt."""
+
+
+# Committed input offsets carry the changelogs that held their state (offset commit metadata),
+# so a changelog deleted later is told apart from an aggregation added to the config since.
+_METADATA_PREFIX = "sessionizer changelogs="
+
+
+def offsets_metadata(settings: RunSettings) -> str:
+    return _METADATA_PREFIX + ",".join(settings.changelog_topic(store) for store in store_names(settings))
+
+
+def changelogs_in(metadata: str | None) -> list[str] | None:
+    """The changelogs named by an offset's metadata; None when it was committed by something else."""
+    if not metadata or not metadata.startswith(_METADATA_PREFIX):
+        return None
+    return [name for name in metadata[len(_METADATA_PREFIX):].split(",") if name]
 
 
 def store_names(settings: RunSettings) -> list[str]:
@@ -39,15 +67,16 @@ def input_partitions(admin: AdminClient, settings: RunSettings, timeout: float =
 
 
 def ensure_topics(admin: AdminClient, settings: RunSettings, timeout: float = 30.0) -> int:
-    """Create missing output and changelog topics; returns the input topic's partition count."""
+    """Check the state Kafka holds, then create missing output and changelog topics; returns
+    the input topic's partition count."""
     partitions = input_partitions(admin, settings, timeout)
     existing = admin.list_topics(timeout=timeout).topics
+    check_state(admin, settings, partitions, {name: len(t.partitions) for name, t in existing.items()}, timeout)
     wanted: list[NewTopic] = []
     for topic in settings.spec.topics:
         if topic not in existing:
             config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)} if topic == settings.spec.dead_letter_topic else {}
             wanted.append(NewTopic(topic, partitions, config=config))
-    grow: list[NewPartitions] = []
     for store in store_names(settings):
         topic = settings.changelog_topic(store)
         if topic not in existing:
@@ -58,11 +87,94 @@ def ensure_topics(admin: AdminClient, settings: RunSettings, timeout: float = 30
                 "min.cleanable.dirty.ratio": "0.1",
                 "max.message.bytes": str(MAX_MESSAGE_BYTES),
             }))
-        elif len(existing[topic].partitions) < partitions:
-            grow.append(NewPartitions(topic, partitions))
     _wait("create", "created", admin.create_topics(wanted, request_timeout=timeout) if wanted else {})
-    _wait("add partitions to", "grew", admin.create_partitions(grow, request_timeout=timeout) if grow else {})
     return partitions
+
+
+def check_state(admin: AdminClient, settings: RunSettings, partitions: int, existing: dict[str, int],
+                timeout: float) -> None:
+    """Raise StateMismatch when the changelogs or the group's committed offsets do not fit the
+    input topic as it is now (`existing`: topic -> partition count)."""
+    input_topic, group = settings.input_topic, settings.group_id
+    changelogs = [settings.changelog_topic(store) for store in store_names(settings)]
+    committed = committed_offsets(admin, group, input_topic, timeout)
+    reset = (f"stop every `sessionizer run` of group {group!r}, delete its changelog topics "
+             f"({', '.join(changelogs)}) and its committed offsets (kafka-consumer-groups --delete-offsets "
+             f"--group {group} --topic {input_topic}), then start again; or use a new kafka.group_id")
+
+    for topic in changelogs:
+        if topic in existing and existing[topic] != partitions:
+            raise StateMismatch(
+                f"changelog topic {topic!r} has {existing[topic]} partitions but input topic {input_topic!r} has "
+                f"{partitions}: input partition p keeps its state in changelog partition p, so the state would be "
+                f"restored from the wrong partitions. If the input was repartitioned on purpose, the keys moved "
+                f"between partitions and the open windows cannot follow them: {reset}")
+
+    # The changelogs the committed offsets were made with. Offsets committed by an older version
+    # name none: then every changelog missing at once is the tell.
+    named = [changelogs_in(tp.metadata) for tp in committed.values()]
+    if any(names is not None for names in named):
+        expected = {topic for names in named if names for topic in names} & set(changelogs)
+    else:
+        expected = set(changelogs) if committed and not any(topic in existing for topic in changelogs) else set()
+    missing = sorted(topic for topic in expected if topic not in existing)
+    if missing:
+        raise StateMismatch(
+            f"changelog topic {missing[0]!r} does not exist but group {group!r} has committed offsets on "
+            f"{input_topic!r}: the changelog was deleted, and going on would rebuild the open sessions and windows "
+            f"from empty state (windows lost or cut short). Restore the topic if you can; to start over from "
+            f"empty state on purpose: {reset}")
+
+    for topic in changelogs:
+        if topic not in existing:
+            continue
+        ends = end_offsets(admin, topic, list(range(partitions)), timeout)
+        orphans = [p for p, end in ends.items() if end > 0 and p not in committed]
+        if orphans and has_committed_records(settings, topic, orphans, timeout):
+            raise StateMismatch(
+                f"changelog topic {topic!r} holds state for input partitions without a committed offset of group "
+                f"{group!r} on {input_topic!r}: the input topic was recreated, or the group's offsets were deleted "
+                f"or expired (offsets.retention.minutes), so the state belongs to records the job would not resume "
+                f"after. To start over from empty state: {reset}")
+
+
+def has_committed_records(settings: RunSettings, topic: str, partitions: list[int], timeout: float) -> bool:
+    """Whether any of these partitions holds a committed record (an aborted first transaction leaves
+    only aborted ones)."""
+    consumer = Consumer(restore_consumer_config(settings))
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        remaining, deadline = set(partitions), time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return True
+            if error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+            remaining.discard(message.partition())
+        if remaining:
+            raise TopicError(f"cannot read changelog topic {topic!r} yet")
+        return False
+    finally:
+        consumer.close()
+
+
+def committed_offsets(admin: AdminClient, group: str, topic: str, timeout: float) -> dict[int, TopicPartition]:
+    """The group's committed offsets on `topic` (partition -> offset with its metadata)."""
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
+    result = futures[group].result()
+    return {tp.partition: tp for tp in result.topic_partitions or [] if tp.topic == topic and tp.offset >= 0}
+
+
+def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
+    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+                                 request_timeout=timeout)
+    return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+
 
 
 def ensure_dead_letter_topic(admin: AdminClient, settings: RunSettings, timeout: float = 30.0) -> None:
