@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
-                             TopicPartition)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from ..config import RunSettings
@@ -97,7 +96,19 @@ def check_state(admin: AdminClient, settings: RunSettings, partitions: int, exis
     input topic as it is now (`existing`: topic -> partition count)."""
     input_topic, group = settings.input_topic, settings.group_id
     changelogs = [settings.changelog_topic(store) for store in store_names(settings)]
-    committed = committed_offsets(admin, group, input_topic, timeout)
+    # Never subscribes: it reads the group's offsets and the changelogs, and joins nothing.
+    reader = Consumer({**restore_consumer_config(settings), "group.id": group})
+    try:
+        _check_state(admin, reader, settings, partitions, existing, changelogs,
+                     committed_offsets(reader, input_topic, partitions, timeout), timeout)
+    finally:
+        reader.close()
+
+
+def _check_state(admin: AdminClient, reader: Consumer, settings: RunSettings, partitions: int,
+                 existing: dict[str, int], changelogs: list[str], committed: dict[int, TopicPartition],
+                 timeout: float) -> None:
+    input_topic, group = settings.input_topic, settings.group_id
     reset = (f"stop every `sessionizer run` of group {group!r}, delete its changelog topics "
              f"({', '.join(changelogs)}) and its committed offsets (kafka-consumer-groups --delete-offsets "
              f"--group {group} --topic {input_topic}), then start again; or use a new kafka.group_id")
@@ -130,7 +141,7 @@ def check_state(admin: AdminClient, settings: RunSettings, partitions: int, exis
             continue
         ends = end_offsets(admin, topic, list(range(partitions)), timeout)
         orphans = [p for p, end in ends.items() if end > 0 and p not in committed]
-        if orphans and has_committed_records(settings, topic, orphans, timeout):
+        if orphans and has_committed_records(reader, topic, orphans, timeout):
             raise StateMismatch(
                 f"changelog topic {topic!r} holds state for input partitions without a committed offset of group "
                 f"{group!r} on {input_topic!r}: the input topic was recreated, or the group's offsets were deleted "
@@ -138,10 +149,9 @@ def check_state(admin: AdminClient, settings: RunSettings, partitions: int, exis
                 f"after. To start over from empty state: {reset}")
 
 
-def has_committed_records(settings: RunSettings, topic: str, partitions: list[int], timeout: float) -> bool:
+def has_committed_records(consumer: Consumer, topic: str, partitions: list[int], timeout: float) -> bool:
     """Whether any of these partitions holds a committed record (an aborted first transaction leaves
-    only aborted ones)."""
-    consumer = Consumer(restore_consumer_config(settings))
+    only aborted ones); `consumer` reads committed records only."""
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         remaining, deadline = set(partitions), time.monotonic() + timeout
@@ -159,14 +169,15 @@ def has_committed_records(settings: RunSettings, topic: str, partitions: list[in
             raise TopicError(f"cannot read changelog topic {topic!r} yet")
         return False
     finally:
-        consumer.close()
+        consumer.unassign()
 
 
-def committed_offsets(admin: AdminClient, group: str, topic: str, timeout: float) -> dict[int, TopicPartition]:
-    """The group's committed offsets on `topic` (partition -> offset with its metadata)."""
-    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
-    result = futures[group].result()
-    return {tp.partition: tp for tp in result.topic_partitions or [] if tp.topic == topic and tp.offset >= 0}
+def committed_offsets(reader: Consumer, topic: str, partitions: int, timeout: float) -> dict[int, TopicPartition]:
+    """The group's committed offsets on `topic` (partition -> offset with its metadata). Asked
+    with a consumer of the group that never joins it: librdkafka 2.12's admin call for this
+    (ListConsumerGroupOffsets) crashed the process when the coordinator was still loading."""
+    asked = [TopicPartition(topic, p) for p in range(partitions)]
+    return {tp.partition: tp for tp in reader.committed(asked, timeout=timeout) if tp.offset >= 0}
 
 
 def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
