@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     from .logs import setup_logging
 
     settings = load_run_settings(args.config)
-    setup_logging(settings.log_format)
+    setup_logging(settings.log_format, settings.log_level)
     from .kafka.clients import AccessRefused
     from .kafka.runtime import run
     from .kafka.topics import StateMismatch
@@ -120,7 +120,7 @@ def _forward(args: argparse.Namespace) -> int:
     from .logs import setup_logging
 
     settings = load_forward_settings(args.config)
-    setup_logging(settings.source.log_format)
+    setup_logging(settings.source.log_format, settings.source.log_level)
     from .forward.runner import forward
     from .kafka.clients import AccessRefused
 

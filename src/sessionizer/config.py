@@ -140,12 +140,16 @@ class KafkaTable(_Table):
     common: dict[str, KafkaProperty] = {}  # for the consumer, the producer and the admin client
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 class RuntimeTable(_Table):
     idle_timeout: Duration = "5s"  # or "off"
     commit_interval: Duration = "250ms"  # how often a transaction commits
     batch_size: int = 5000  # records taken per poll at most
     status_interval: Duration = "10s"  # or "off"
     log_format: str = "text"  # or "json"
+    log_level: str = "info"  # or "debug" (with librdkafka's own lines), "warning", "error"
 
 
 class XtremepushTable(_Table):
@@ -242,6 +246,7 @@ class RunSettings:
     platform: PlatformSettings  # how to reach and authenticate to Kafka (secrets inside: never logged)
     metrics: MetricsSettings | None = None  # None: no monitoring endpoints
     config: ConfigFile | None = None  # the file as read, shown on the status page
+    log_level: str = "info"
 
     def changelog_topic(self, store: str) -> str:
         """Kafka Streams' naming: <application id>-<store>-changelog."""
@@ -283,6 +288,8 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         raise ConfigError(f"runtime.batch_size: {r.batch_size} is less than 1")
     if r.log_format not in ("text", "json"):
         raise ConfigError(f"runtime.log_format: {r.log_format!r} is neither \"text\" nor \"json\"")
+    if r.log_level not in LOG_LEVELS:
+        raise ConfigError(f"runtime.log_level: {r.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     commit_interval = parse_duration(r.commit_interval, "runtime.commit_interval")
     if commit_interval <= 0:
         raise ConfigError("runtime.commit_interval: must be more than 0")
@@ -301,6 +308,7 @@ def build_run_settings(config: ConfigFile, spec: JobSpec) -> RunSettings:
         batch_size=r.batch_size,
         status_interval_ms=_optional_duration(r.status_interval, "runtime.status_interval"),
         log_format=r.log_format,
+        log_level=r.log_level,
         platform=platform,
         metrics=build_metrics_settings(config.metrics),
         config=config,

@@ -100,7 +100,7 @@ def wait_for(condition, timeout: float, run) -> None:
     while time.monotonic() < deadline:
         if condition():
             return
-        assert run.alive(), run.log_text()[-3000:]
+        assert run.alive(), f"exit code {run.process.returncode}:\n{run.log_text()[-3000:]}"
         time.sleep(0.1)
     raise AssertionError(f"timed out:\n{run.log_text()[-3000:]}")
 

@@ -13,6 +13,28 @@ from ..config import RunSettings
 
 KAFKA_LOG = logging.getLogger("sessionizer.librdkafka")
 
+
+class RepeatedFaultsToDebug(logging.Filter):
+    """librdkafka's own log lines (its `logger` is KAFKA_LOG; it must be a real Logger: the
+    client calls it from C). While a broker is away librdkafka repeats its connection failures
+    every few seconds, per client and per broker; the runtime says what happened once, in its own
+    words, from the error callback. So those lines are kept for `log_level = "debug"`; every
+    other line keeps its level."""
+
+    REPEATED = {"FAIL", "ERROR", "REQTMOUT", "CONNECT", "DISCONNECT", "BROKERFAIL", "GETPID", "TXNERR",
+                "COORD", "COORDFAIL", "METADATAUPDATE", "FETCHERR", "OFFSET", "NOTLEADER", "COMMITFAIL", "SESSTMOUT", "HEARTBEAT",
+                "MAXPOLL", "PARTCNT", "METADATA", "TERMINATE", "ADDPARTS", "ADDOFFSETS", "PURGE", "PARTSTATE"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        facility = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if facility in self.REPEATED and record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return KAFKA_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+KAFKA_LOG.addFilter(RepeatedFaultsToDebug())
+
 # Big enough for a dead letter of a 1 MB input record (its text, escaped).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 

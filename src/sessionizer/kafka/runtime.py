@@ -20,6 +20,7 @@ their last commit the same way.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,8 +50,14 @@ POLL_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 30.0
 OBSERVE_SECONDS = 1.0  # how often gauges and the status page are brought up to date
-# Connection-level errors: Kafka may be gone; transactional calls wait until it is back.
-OUTAGE_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
+# No broker answers: nothing is consumed or committed until Kafka is back.
+OUTAGE_ERROR = KafkaError._ALL_BROKERS_DOWN
+# One broker away or slow: librdkafka reconnects while the cluster moves its leaders and
+# coordinators to the other brokers; the job goes on (a transaction that fails is redone).
+BROKER_ERRORS = {KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
+BROKER_ADDRESS = re.compile(r"[^\s/:]+:\d+")  # "127.0.0.1:9092", "b-1.msk.amazonaws.com:9096"
+SAME_LINE_EVERY_SECONDS = 60.0
+STALE_EVENT_SECONDS = 10.0  # a fault is said once, not at every reconnect attempt
 
 
 @dataclass
@@ -75,6 +82,7 @@ class Counters:
     records: int = 0
     transactions: int = 0
     rewinds: int = 0
+    client_errors: int = 0  # since the last status line
     last_status: float = field(default_factory=time.monotonic)
     records_at_last_status: int = 0
 
@@ -92,6 +100,9 @@ class Runtime:
         self._input = settings.input_topic
         self._offsets_metadata = offsets_metadata(settings)  # which changelogs hold the state of these offsets
         self._outage_since: float | None = None  # set by error callbacks, cleared by a successful probe
+        self._outage_said = False  # the outage was logged, not only suspected
+        self._back_at = float("-inf")  # when Kafka last answered again after an outage
+        self._said: dict[str, float] = {}  # fault line -> when it was last logged
         self._time_from_kafka = settings.spec.fields.time == KAFKA_TIMESTAMP  # event time = record timestamp
         self._closing: TransactionCloser | None = None  # the transaction being committed, if any
         self._queue_limit = 0  # messages the producer's local queue holds (set with the producer)
@@ -164,7 +175,12 @@ class Runtime:
         if self._outage_since is not None:
             self._settle()  # the transaction in flight, before the producer may be replaced
             if not self._kafka_is_back():
+                if not self._outage_said:  # said once a probe fails: the callback may be stale
+                    self._outage_said = True
+                    log.warning("Kafka unreachable, no broker answers: pausing until one does",
+                                extra={"bootstrap": self.settings.bootstrap_servers})
                 time.sleep(0.5)  # nothing is consumed or committed while Kafka is away
+                self._maybe_status(time.monotonic())
                 return
         messages = self.consumer.consume(num_messages=self.settings.batch_size, timeout=POLL_SECONDS)
         if messages:
@@ -176,9 +192,7 @@ class Runtime:
         now = time.monotonic()
         if (now - self._last_commit) * 1000 >= self.settings.commit_interval_ms:
             self._commit()
-        if self.settings.status_interval_ms is not None and \
-                (now - self.counters.last_status) * 1000 >= self.settings.status_interval_ms:
-            self._status(now)
+        self._maybe_status(now)
         if now - self._last_observed >= OBSERVE_SECONDS:
             self._observe(now)
 
@@ -332,7 +346,9 @@ class Runtime:
                   extra={"error": error.str(), "fatal": error.fatal()})
         assert self.producer is not None
         result = "aborted"
-        if error.fatal():
+        if error.fatal() or self._outage_since is not None:
+            # (No broker answers: an abort would only wait out its timeout. The new producer's
+            # init_transactions, once Kafka is back, aborts the open transaction instead.)
             result = "failed"
             self.producer = self._retry("restart the transactional producer", self._new_producer)
         else:
@@ -496,16 +512,40 @@ class Runtime:
         return producer
 
     def _on_client_error(self, error: KafkaError) -> None:
-        if error.code() in OUTAGE_ERRORS:
+        self.counters.client_errors += 1
+        text = error.str()
+        if error.code() == OUTAGE_ERROR:
             if self._outage_since is None:
-                self._outage_since = time.monotonic()
+                now = time.monotonic()
+                self._outage_since = now
                 self._update_readiness()
-                log.warning("Kafka looks unreachable: pausing until it answers again",
-                            extra={"error": error.str(), "bootstrap": self.settings.bootstrap_servers})
+                # Just after Kafka answered again, this is an event queued during the outage: the
+                # next step's probe clears it quietly, or says it if it holds.
+                self._outage_said = now - self._back_at > STALE_EVENT_SECONDS
+                if self._outage_said:
+                    log.warning("Kafka unreachable, no broker answers: pausing until one does",
+                                extra={"error": text, "bootstrap": self.settings.bootstrap_servers})
         elif error.fatal():
-            log.error("fatal client error", extra={"error": error.str()})
-        else:
-            log.warning("client error", extra={"error": error.str()})
+            log.error("fatal client error", extra={"error": text})
+        elif error.code() in BROKER_ERRORS:
+            # "host:port/node: ...", "host:port/bootstrap: ...", "GroupCoordinator: host:port: ...":
+            # one broker, one line (none while the whole of Kafka is away: that has its own).
+            address = BROKER_ADDRESS.search(text)
+            broker = address.group(0) if address else text
+            settled = self._outage_since is None and time.monotonic() - self._back_at > STALE_EVENT_SECONDS
+            if settled and self._say_once(broker):
+                log.warning("a broker is unreachable: reconnecting, going on with the others (its leaders and "
+                            "coordinators move to them)", extra={"broker": broker, "error": text})
+        elif self._say_once(text):
+            log.warning("client error", extra={"error": text})
+
+    def _say_once(self, fault: str) -> bool:
+        """Whether a line about `fault` is due: not when the same was said in the last minute."""
+        now = time.monotonic()
+        if now - self._said.get(fault, -SAME_LINE_EVERY_SECONDS) < SAME_LINE_EVERY_SECONDS:
+            return False
+        self._said[fault] = now
+        return True
 
     def _kafka_is_back(self) -> bool:
         """A metadata round trip and the group coordinator (committed offsets) both answer."""
@@ -516,10 +556,13 @@ class Runtime:
                 self.consumer.committed([TopicPartition(self._input, p) for p in self.tasks], timeout=2)
         except KafkaException:
             return False
-        log.info("Kafka answers again: resuming with a fresh transactional producer",
-                 extra={"paused_s": round(time.monotonic() - (self._outage_since or time.monotonic()), 1)})
+        paused = round(time.monotonic() - (self._outage_since or time.monotonic()), 1)
         self._outage_since = None
         self._update_readiness()
+        if not self._outage_said:
+            return True  # a stale callback: Kafka answered at once, nothing to redo
+        self._back_at = time.monotonic()
+        log.info("Kafka answers again: resuming with a fresh transactional producer", extra={"paused_s": paused})
         # librdkafka's producer can keep a stale coordinator after an outage and then block in
         # send_offsets_to_transaction (issues #5456, #5511). It had no open transaction while we
         # paused, so a new one with the same transactional id takes over cleanly.
@@ -539,21 +582,33 @@ class Runtime:
                     raise
                 if self.stopping:
                     raise SystemExit(1) from None
-                log.warning(f"cannot {what} yet: retrying", extra={"error": text, "in_s": delay,
-                                                                   "bootstrap": self.settings.bootstrap_servers})
+                if self._say_once(f"cannot {what}"):
+                    log.warning(f"cannot {what} yet: retrying", extra={"error": text, "in_s": delay,
+                                                                       "bootstrap": self.settings.bootstrap_servers})
                 self.health.not_ready(f"cannot {what} yet: {text}")
                 time.sleep(delay)
+                self._maybe_status(time.monotonic())
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _maybe_status(self, now: float) -> None:
+        if self.settings.status_interval_ms is not None and \
+                (now - self.counters.last_status) * 1000 >= self.settings.status_interval_ms:
+            self._status(now)
 
     def _status(self, now: float) -> None:
         counters = self.counters
         elapsed = now - counters.last_status
         rate = (counters.records - counters.records_at_last_status) / elapsed if elapsed > 0 else 0.0
         counters.last_status, counters.records_at_last_status = now, counters.records
+        # While Kafka is away the lag is unknown: the line says since when instead.
+        kafka = "up" if self._outage_since is None else f"unreachable for {now - self._outage_since:.0f} s"
         log.info("status", extra={
             "records_per_s": round(rate), "records": counters.records, "partitions": len(self.tasks),
             "open_windows": sum(task.part.open_windows for task in self.tasks.values()),
-            "lag": self._lag(), "transactions": counters.transactions, "rewinds": counters.rewinds})
+            "lag": self._lag() if self._outage_since is None and self.consumer else None,
+            "transactions": counters.transactions,
+            "rewinds": counters.rewinds, "kafka": kafka, "client_errors": counters.client_errors})
+        counters.client_errors = 0
 
     def _lag(self) -> int:
         return sum(lag for lag in self._lags().values() if lag is not None)
