@@ -98,6 +98,7 @@ def check_state(admin: AdminClient, settings: RunSettings, partitions: int, exis
     changelogs = [settings.changelog_topic(store) for store in store_names(settings)]
     # Never subscribes: it reads the group's offsets and the changelogs, and joins nothing.
     reader = Consumer({**restore_consumer_config(settings), "group.id": group})
+    reader.poll(0)  # serves an `oauth_cb`: without a token the client never connects (as new_admin)
     try:
         _check_state(admin, reader, settings, partitions, existing, changelogs,
                      committed_offsets(reader, input_topic, partitions, timeout), timeout)
