@@ -59,12 +59,17 @@ def recreate_topic(bootstrap: str, name: str, partitions: int) -> None:
             time.sleep(0.5)
 
 
+def create_changelog(bootstrap: str, name: str, partitions: int) -> None:
+    """A changelog made before the job starts (compacted, as the runtime makes them)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, partitions, config={"cleanup.policy": "compact"})]).values():
+        future.result()
+
+
 def test_a_changelog_with_another_partition_count_stops_the_start(bootstrap, tmp_path):
     job = Job(bootstrap, "state-count", 3, tmp_path)
     changelog = f"{job.group}-sessions-changelog"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(changelog, 2, config={"cleanup.policy": "compact"})]).values():
-        future.result()
+    create_changelog(bootstrap, changelog, 2)
     job.produce(spins(50))
 
     log = refused(job, "c")
@@ -122,9 +127,7 @@ def test_an_aborted_first_transaction_is_not_state(bootstrap, tmp_path):
     """Killed before its first commit: the changelog holds only aborted records, the start goes on."""
     job = Job(bootstrap, "state-aborted", 3, tmp_path)
     changelog = f"{job.group}-sessions-changelog"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(changelog, 3, config={"cleanup.policy": "compact"})]).values():
-        future.result()
+    create_changelog(bootstrap, changelog, 3)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "state-aborted-test"})
     producer.init_transactions(30)
     producer.begin_transaction()

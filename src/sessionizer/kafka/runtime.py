@@ -56,8 +56,8 @@ OUTAGE_ERROR = KafkaError._ALL_BROKERS_DOWN
 # coordinators to the other brokers; the job goes on (a transaction that fails is redone).
 BROKER_ERRORS = {KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 BROKER_ADDRESS = re.compile(r"[^\s/:]+:\d+")  # "127.0.0.1:9092", "b-1.msk.amazonaws.com:9096"
-SAME_LINE_EVERY_SECONDS = 60.0
-STALE_EVENT_SECONDS = 10.0  # a fault is said once, not at every reconnect attempt
+SAME_LINE_EVERY_SECONDS = 60.0  # a fault is said once, not at every reconnect attempt
+STALE_EVENT_SECONDS = 10.0  # error events this soon after Kafka answered again were queued before
 
 
 @dataclass
@@ -175,10 +175,8 @@ class Runtime:
         if self._outage_since is not None:
             self._settle()  # the transaction in flight, before the producer may be replaced
             if not self._kafka_is_back():
-                if not self._outage_said:  # said once a probe fails: the callback may be stale
-                    self._outage_said = True
-                    log.warning("Kafka unreachable, no broker answers: pausing until one does",
-                                extra={"bootstrap": self.settings.bootstrap_servers})
+                if not self._outage_said:  # a probe failed: the stale-looking event held
+                    self._say_outage({})
                 time.sleep(0.5)  # nothing is consumed or committed while Kafka is away
                 self._maybe_status(time.monotonic())
                 return
@@ -517,14 +515,12 @@ class Runtime:
         if error.code() == OUTAGE_ERROR:
             if self._outage_since is None:
                 now = time.monotonic()
-                self._outage_since = now
+                self._outage_since, self._outage_said = now, False
                 self._update_readiness()
                 # Just after Kafka answered again, this is an event queued during the outage: the
                 # next step's probe clears it quietly, or says it if it holds.
-                self._outage_said = now - self._back_at > STALE_EVENT_SECONDS
-                if self._outage_said:
-                    log.warning("Kafka unreachable, no broker answers: pausing until one does",
-                                extra={"error": text, "bootstrap": self.settings.bootstrap_servers})
+                if now - self._back_at > STALE_EVENT_SECONDS:
+                    self._say_outage({"error": text})
         elif error.fatal():
             log.error("fatal client error", extra={"error": text})
         elif error.code() in BROKER_ERRORS:
@@ -538,6 +534,11 @@ class Runtime:
                             "coordinators move to them)", extra={"broker": broker, "error": text})
         elif self._say_once(text):
             log.warning("client error", extra={"error": text})
+
+    def _say_outage(self, extra: dict[str, Any]) -> None:
+        self._outage_said = True
+        log.warning("Kafka unreachable, no broker answers: pausing until one does",
+                    extra={**extra, "bootstrap": self.settings.bootstrap_servers})
 
     def _say_once(self, fault: str) -> bool:
         """Whether a line about `fault` is due: not when the same was said in the last minute."""
