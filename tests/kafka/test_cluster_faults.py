@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import threading
 import time
 from pathlib import Path
 
+import orjson
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from kit import Job, as_multiset, without_keys
+from authkit import SCRAM_USERS
+from kit import Job, as_multiset, create_topic, read_committed, without_keys
+from test_forward import (FlakyXtremepush, expected_ids, final_records, forward_config, start_forward,
+                          stop_when_started, wait_forwarded)
 from test_run_equals_replay import SENTINEL, stream, wait_for, with_sentinels
 
 RESULTS = Path(__file__).resolve().parents[2] / ".cache" / "faults.json"
@@ -76,10 +82,10 @@ def assert_one_line_per_fault(log: str) -> None:
     assert len(warnings) <= 12, "\n".join(warnings)
 
 
-def record(fault: str, test: str, spins: int, checked: int, recovery: str) -> None:
+def record(fault: str, test: str, spins: int, checked: int, recovery: str, duplicated: int = 0) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[fault] = {"test": test, "spins": spins, "records_checked": checked, "lost": 0, "duplicated": 0,
+    results[fault] = {"test": test, "spins": spins, "records_checked": checked, "lost": 0, "duplicated": duplicated,
                       "recovery": recovery, "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -230,3 +236,135 @@ def test_the_whole_cluster_down_for_a_minute(cluster, tmp_path):
            200_000, checked, f"cluster back in sync {back - 60:.0f} s after its restart; the job waited, "
            "then resumed from its last commit")
 
+
+
+def start_to_assigned_seconds(log: str) -> list[float]:
+    """For each lifetime in a log that got its partitions: seconds from 'starting' to 'assigned'."""
+    def at(line: str) -> float:
+        stamp = line.split("time=")[1].split()[0]
+        return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + stamp[19:-1])
+
+    spans, started = [], None
+    for line in log.splitlines():
+        if "logger=sessionizer.run msg=starting" in line:
+            started = at(line)
+        elif "msg=assigned" in line and started is not None:
+            spans.append(at(line) - started)
+            started = None
+    return spans
+
+
+def test_three_processes_killed_30_times_while_a_broker_restarts(cluster, tmp_path):
+    """Three members of one group (static membership, as a deployment with fixed pod names has),
+    30 kill -9 at random moments spread over them, and a broker restarted in the middle of it."""
+    job = Job(cluster.bootstrap, "three", 6, tmp_path, replication=3)
+    lines, chosen = with_sentinels(job, stream(200_000, 3000, seed=35))
+    options = {name: dict(consumer=f'"group.instance.id" = "{name}"', runtime='idle_timeout = "off"')
+               for name in "abc"}
+    runs = {name: job.start(name, **options[name]) for name in "abc"}
+    wait_for(lambda: all("msg=assigned" in run.log_text() for run in runs.values()), 60, runs["a"])
+    producing = Producing(job, lines, chosen, seconds=70)
+    rng = random.Random(14)
+    restart: threading.Thread | None = None
+    for kill in range(30):
+        time.sleep(rng.uniform(0.5, 3.5))
+        if kill == 12:
+            restart = threading.Thread(target=cluster.restart, args=(2,))
+            restart.start()
+        name = rng.choice("abc")
+        runs[name].kill()
+        runs[name] = job.start(name, **options[name])
+    per_partition = producing.join()
+    restart.join(300)
+    assert not restart.is_alive()
+    started = time.monotonic()
+    job.wait_until_consumed(600, list(runs.values()))
+    caught_up = time.monotonic() - started
+    for run in runs.values():
+        assert run.stop() == 0
+    checked = assert_same_as_replay(job, per_partition)
+    logs = [run.log_text() for run in runs.values()]
+    assert sum(log.count("logger=sessionizer.run msg=starting") for log in logs) == 33
+    assert not [log for log in logs if "Traceback" in log]
+    spans = sorted(span for log in logs for span in start_to_assigned_seconds(log))
+    assert spans
+    record("30 kill -9 spread over 3 processes of one group while a broker restarts",
+           "test_three_processes_killed_30_times_while_a_broker_restarts", 200_000, checked,
+           f"a restarted process had its partitions back in {spans[len(spans) // 2]:.1f} s (median, longest "
+           f"{spans[-1]:.1f} s); caught up {caught_up:.0f} s after the last record was produced")
+
+
+def test_forward_to_both_targets_across_a_rolling_restart(cluster, auth_broker, tmp_path):
+    """`sessionizer forward` reads the job's output topics on the cluster while every broker restarts
+    in turn; to Xtremepush's Kafka (SCRAM, another cluster) and to its HTTP API. At least once: every
+    record reaches each target, and the duplicates a restart makes are counted by their event ids."""
+    records = final_records(8000)
+    named = {prefix: {f"{prefix}-{topic}": pairs for topic, pairs in records.items()} for prefix in ("rk", "rh")}
+    for topics in named.values():
+        for topic in topics:
+            create_topic(cluster.bootstrap, topic, 3, replication=3)
+    create_topic(auth_broker.plaintext, "rk-xp-events", 3)
+    user, password = next(iter(SCRAM_USERS.items()))
+    server = FlakyXtremepush(faults=False)
+    targets = {"rk": (f"""
+kind = "kafka"
+bootstrap_servers = "{auth_broker.address('SASL_SCRAM')}"
+topic = "rk-xp-events"
+username_env = "XP_USER"
+password_env = "XP_PASSWORD"
+ca = "{auth_broker.pki.ca}"
+max_batch = 200
+""", {"XP_USER": user, "XP_PASSWORD": password}), "rh": (f"""
+kind = "http"
+url = "{server.url}"
+app_token_env = "XP_TOKEN"
+max_batch = 100
+""", {"XP_TOKEN": "xp-app-token"})}
+    logs = {prefix: tmp_path / f"{prefix}.log" for prefix in targets}
+    processes = {prefix: start_forward(forward_config(tmp_path, cluster.bootstrap, prefix, body), logs[prefix], env)
+                 for prefix, (body, env) in targets.items()}
+
+    def publish() -> None:  # the job's output, as it commits it: in steps while the brokers restart
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True})
+        for start in range(0, 8000, 200):
+            for topics in named.values():
+                for topic, pairs in topics.items():
+                    for key, value in pairs[start:start + 200]:
+                        producer.produce(topic, value, key)
+            producer.flush(60)
+            time.sleep(1)
+        assert producer.flush(120) == 0
+
+    publishing = threading.Thread(target=publish)
+    publishing.start()
+    try:
+        restarts = [cluster.restart(node) for node in (1, 2, 3)]
+        publishing.join(300)
+        assert not publishing.is_alive()
+        for prefix, process in processes.items():
+            wait_forwarded(cluster.bootstrap, f"{prefix}-forward", list(named[prefix]), process, timeout=300)
+            assert stop_when_started(process, logs[prefix], starts=1) == 0, logs[prefix].read_text()[-3000:]
+    finally:
+        for process in processes.values():
+            process.kill()
+        server.server.shutdown()
+
+    deliveries = {"rk": [(key.decode(), orjson.loads(value)) for key, value in
+                         read_committed(auth_broker.plaintext, "rk-xp-events")],
+                  "rh": [(event["value"].pop("event_id"), event) for event in server.delivered]}
+    duplicated = 0
+    for prefix, delivered in deliveries.items():
+        expected = {i: orjson.loads(value) for i, value in expected_ids(named[prefix]).items()}
+        by_id = {}
+        for event_id_, event in delivered:
+            assert by_id.setdefault(event_id_, event) == event  # a duplicate is the same record again
+        assert set(by_id) == set(expected), f"{prefix}: {len(set(expected) - set(by_id))} never delivered"
+        assert all(by_id[i] == event for i, event in expected.items())
+        duplicated += len(delivered) - len(by_id)
+        log = logs[prefix].read_text()
+        assert "Traceback" not in log and "xp-app-token" not in log and password not in log
+    record("rolling restart of all 3 brokers under `sessionizer forward`, to both targets (Kafka over SCRAM, HTTP)",
+           "test_forward_to_both_targets_across_a_rolling_restart", 0, 2 * 16_000,
+           f"each broker back in sync in {min(restarts):.0f}-{max(restarts):.0f} s; a forward starting while a broker "
+           f"was away waited for it to create its dead-letter topic; {duplicated} records delivered twice "
+           "(counted by their event ids)", duplicated=duplicated)

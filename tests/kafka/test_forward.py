@@ -170,10 +170,10 @@ max_batch = 200
 # -- HTTP target: the hit/event API, with faults -------------------------------------------------
 
 class FlakyXtremepush:
-    """A hit/event endpoint: 200s, 429s with Retry-After, 500s, slow replies, dropped connections,
-    and a 400 for any batch holding a record of user "reject-me"."""
+    """A hit/event endpoint: 200s, 429s with Retry-After, 500s, slow replies, dropped connections
+    (unless `faults` is off), and a 400 for any batch holding a record of user "reject-me"."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: bool = True) -> None:
         self.requests = 0
         self.delivered: list[dict] = []
         self.lock = threading.Lock()
@@ -190,7 +190,7 @@ class FlakyXtremepush:
                 payload = orjson.loads(body)
                 assert payload["apptoken"] == "xp-app-token"
                 assert len(payload["events"]) <= 100
-                fault = n % 7
+                fault = n % 7 if faults else 0
                 if any(e["user_id"] == "reject-me" for e in payload["events"]):
                     return self._reply(400, b'{"success":false,"message":"bad event: reject-me"}')
                 if fault == 1:

@@ -17,6 +17,8 @@ from kit import SESSIONIZER, Job, Run, read_committed
 HERE = Path(__file__).parent
 
 SECRETS = ["ccloud-secret", "msk-password", "wrong-password-123", "oidc-client-secret"]
+# The most a user can ask to see: the job's own debug lines and every librdkafka debug context.
+DEBUG = dict(runtime='idle_timeout = "off"\ncommit_interval = "100ms"\nlog_level = "debug"', common='debug = "all"')
 
 
 def spins(n: int = 50) -> list[bytes]:
@@ -24,20 +26,22 @@ def spins(n: int = 50) -> list[bytes]:
             for i in range(n)] + [b'{"event":"spin","user_id":"u0","timestamp":99999999}']
 
 
-def profile_config(auth_broker, job, listener, auth, runtime='idle_timeout = "off"\ncommit_interval = "100ms"'):
+def profile_config(auth_broker, job, listener, auth, runtime='idle_timeout = "off"\ncommit_interval = "100ms"',
+                   common: str = ""):
     platform, body = auth
     config = job.config("c", runtime=runtime)
     text = config.read_text().replace(f'bootstrap_servers = "{auth_broker.plaintext}"',
                                       f'bootstrap_servers = "{auth_broker.address(listener)}"\nplatform = "{platform}"')
-    config.write_text(text + f'\n[kafka.auth]\n{body}\nca = "{auth_broker.pki.ca}"\n')
+    config.write_text(text + f'\n[kafka.auth]\n{body}\nca = "{auth_broker.pki.ca}"\n'
+                      + (f"\n[kafka.common]\n{common}\n" if common else ""))
     return config
 
 
-def run_profile(auth_broker, tmp_path, name, listener, auth, env=None, expect_ok=True, seconds=60):
+def run_profile(auth_broker, tmp_path, name, listener, auth, env=None, expect_ok=True, seconds=60, debug=False):
     """Produce spins, run `sessionizer run` with the profile until the input is consumed."""
     job = Job(auth_broker.plaintext, name, 1, tmp_path)
     job.produce(spins(), chosen=[0] * 51)
-    config = profile_config(auth_broker, job, listener, auth)
+    config = profile_config(auth_broker, job, listener, auth, **DEBUG if debug else {})
     environment = {**os.environ, "PYTHONPATH": str(HERE), **(env or {})}
     if not expect_ok:
         started = time.monotonic()
@@ -71,35 +75,48 @@ def test_confluent_cloud_api_key(auth_broker, tmp_path):
                 env={"CC_KEY": key, "CC_SECRET": secret})
 
 
-def test_confluent_cloud_oidc(auth_broker, tmp_path):
-    requests = []
+class TokenEndpoint:
+    """An OIDC token endpoint on loopback (client-credentials grant): hands out unsecured JWTs."""
 
-    class TokenEndpoint(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
-            requests.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            token, _ = unsecured_jwt(lifetime_s=300)
-            body = orjson.dumps({"access_token": token, "token_type": "Bearer", "expires_in": 300})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.tokens: list[str] = []
+        outer = self
 
-        def log_message(self, *args):
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                outer.requests.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                token, _ = unsecured_jwt(lifetime_s=300)
+                outer.tokens.append(token)
+                body = orjson.dumps({"access_token": token, "token_type": "Bearer", "expires_in": 300})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    server = HTTPServer(("127.0.0.1", 0), TokenEndpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def auth(self, tmp_path: Path) -> tuple[str, str]:
         (tmp_path / "client-secret").write_text("oidc-client-secret\n")
-        run_profile(auth_broker, tmp_path, "oidc", "SASL_OAUTH", kafka_auth("confluent-cloud", "\n".join([
+        return kafka_auth("confluent-cloud", "\n".join([
             'method = "oidc"', 'client_id_env = "OIDC_CLIENT_ID"', f'client_secret_file = "{tmp_path / "client-secret"}"',
-            f'token_endpoint = "http://127.0.0.1:{server.server_port}/token"', 'scope = "kafka"',
-            'logical_cluster = "lkc-test"', 'identity_pool_id = "pool-test"']), auth_broker.pki.ca),
-            env={"OIDC_CLIENT_ID": "sessionizer-client"})
+            f'token_endpoint = "http://127.0.0.1:{self.server.server_port}/token"', 'scope = "kafka"',
+            'logical_cluster = "lkc-test"', 'identity_pool_id = "pool-test"']))
+
+
+def test_confluent_cloud_oidc(auth_broker, tmp_path):
+    endpoint = TokenEndpoint()
+    try:
+        run_profile(auth_broker, tmp_path, "oidc", "SASL_OAUTH", endpoint.auth(tmp_path),
+                    env={"OIDC_CLIENT_ID": "sessionizer-client"})
     finally:
-        server.shutdown()
-    assert requests and "grant_type=client_credentials" in requests[0]
+        endpoint.server.shutdown()
+    assert endpoint.requests and "grant_type=client_credentials" in endpoint.requests[0]
 
 
 def test_msk_iam_with_an_injected_token_provider(auth_broker, tmp_path):
@@ -209,3 +226,30 @@ def test_secrets_are_not_in_the_settings_repr(tmp_path, monkeypatch):
     settings = load_run_settings(config)
     assert settings.platform.properties["sasl.password"] == "ccloud-secret"
     assert "ccloud-secret" not in repr(settings)
+
+
+# -- secrets at the most verbose log level ---------------------------------------------------------
+
+def test_scram_secrets_stay_out_of_debug_logs(auth_broker, tmp_path):
+    user, password = next(iter(SCRAM_USERS.items()))
+    log = run_profile(auth_broker, tmp_path, "dbgscram", "SASL_SCRAM", kafka_auth(
+        "msk-scram", 'username_env = "MSK_USER"\npassword_env = "MSK_PASSWORD"'), env={"MSK_USER": user, "MSK_PASSWORD": password},
+        debug=True)
+    assert "logger=sessionizer.librdkafka" in log and "level=debug" in log and "SASL" in log  # it was verbose
+    assert "sasl.password = [redacted]" in log  # librdkafka's own config dump: it names the setting, not its value
+    assert password not in log
+
+
+def test_oauthbearer_tokens_and_client_secret_stay_out_of_debug_logs(auth_broker, tmp_path):
+    endpoint = TokenEndpoint()
+    try:
+        log = run_profile(auth_broker, tmp_path, "dbgoidc", "SASL_OAUTH", endpoint.auth(tmp_path),
+                          env={"OIDC_CLIENT_ID": "sessionizer-client"}, debug=True)
+    finally:
+        endpoint.server.shutdown()
+    assert "logger=sessionizer.librdkafka" in log and "OAUTHBEARER" in log
+    assert "sasl.oauthbearer.client.secret = [redacted]" in log
+    assert endpoint.tokens
+    for token in endpoint.tokens:
+        header, claims, _ = token.split(".")
+        assert claims not in log and token not in log

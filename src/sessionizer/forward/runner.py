@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from .. import __version__
 from ..core.envelope import dead_letter
 from ..kafka.clients import KAFKA_LOG, check_access, new_admin
-from ..kafka.topics import ensure_dead_letter_topic
+from ..kafka.topics import TopicError, ensure_dead_letter_topic
 from ..monitoring.health import Health
 from ..monitoring.metrics import ForwardMetrics, new_registry
 from ..monitoring.redact import config_view, redact
@@ -70,7 +70,7 @@ class Forwarder:
 
     def run(self) -> int:
         check_access(self.settings.source)
-        ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
+        self._ensure_dead_letter_topic()
         log.info("forwarding", extra={"topics": ",".join(self.settings.topics), "to": self.settings.kind,
                                       "group": self.settings.group_id})
         server = serve(self.monitor, self.settings.source.metrics)
@@ -104,6 +104,26 @@ class Forwarder:
                 server.close()
         log.info("stopped", extra={"delivered": self.delivered, "rejected": self.rejected})
         return 0
+
+    def _ensure_dead_letter_topic(self) -> None:
+        """Retried, as `sessionizer run` retries its topics: while a broker restarts (a rolling
+        restart) Kafka refuses a topic with replication factor 3 until the broker is back."""
+        delay = 1.0
+        while True:
+            self.health.beat("creating the dead-letter topic")
+            try:
+                return ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
+            except (TopicError, KafkaException) as error:
+                if error.args and isinstance(error.args[0], KafkaError) and error.args[0].fatal():
+                    raise
+                if self.stopping:
+                    raise SystemExit(1) from None
+                text = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+                if delay == 1.0:  # one line, not one per attempt
+                    log.warning("cannot create the dead-letter topic yet: retrying", extra={"error": text})
+                self.health.not_ready(f"cannot create the dead-letter topic yet: {text}")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.retries_pending == 0:
