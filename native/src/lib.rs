@@ -147,11 +147,17 @@ impl Engine {
         self.move_time(time);
         let now = self.stream_time;
         self.late.clear();
+        let mut values = values;
         let mut at = 0;
         if let Some(sessions) = &mut self.sessions {
             let count = sessions.aggregates.len();
-            let extra = Extra { counts, id: held.as_ref().map(|(_, id)| id.clone()), values: values[at..at + count].to_vec().into_boxed_slice() };
-            at += count;
+            let mine = if count == values.len() {
+                std::mem::take(&mut values).into_boxed_slice() // all of them (no rolling aggregates): no copy
+            } else {
+                at = count;
+                values[..count].to_vec().into_boxed_slice()
+            };
+            let extra = Extra { counts, id: held.as_ref().map(|(_, id)| id.clone()), values: mine };
             if !sessions.offer_shaped(key, time, stake, win, game, channel, now, extra) {
                 self.late.push((0, windows::LATE));
             }
@@ -473,7 +479,7 @@ impl Engine {
             .into_iter()
             .map(|(start, group)| {
                 let totals = store.buckets.get(&start).and_then(|b| b.get(&group));
-                let state = totals.map(|t| window_totals(py, t, store.extras.get(&(start, group.clone())))).transpose()?;
+                let state = totals.map(|t| window_totals(py, t)).transpose()?;
                 Ok((format!("{start}:{group}"), state))
             })
             .collect()
@@ -489,8 +495,7 @@ impl Engine {
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         all.into_iter()
             .map(|(start, group, totals)| {
-                let extra = store.extras.get(&(start, group.clone()));
-                Ok((format!("{start}:{group}"), window_totals(py, totals, extra)?))
+                Ok((format!("{start}:{group}"), window_totals(py, totals)?))
             })
             .collect()
     }
@@ -616,7 +621,7 @@ impl Engine {
 
 /// A window's totals as `window_state` writes them: (count, stake, win), and a shaped job's
 /// (aggregate states, [(key, id)...]) after them.
-fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> Option<(Totals, Option<WindowExtra>)> {
+fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> Option<Totals> {
     let mut r = msgpack::Reader::new(bytes);
     let items = r.array()?;
     if items != 3 && items != 5 {
@@ -638,9 +643,9 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> 
             let (key, id) = (r.str()?, r.str()?);
             held.push((Arc::from(key), ids.shared(key, id)));
         }
-        extra = Some(WindowExtra { states, held });
+        extra = Some(Box::new(WindowExtra { states, held }));
     }
-    r.done().then_some((Totals { count, stake, win }, extra))
+    r.done().then_some(Totals { count, stake, win, extra })
 }
 
 /// (name, kind) pairs as the stores' aggregates.
@@ -722,7 +727,8 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
 }
 
 /// A window's (count, stake, win) as msgspec encodes it, with a shaped window's (states, ids).
-fn window_totals<'py>(py: Python<'py>, totals: &Totals, extra: Option<&WindowExtra>) -> PyResult<Bound<'py, PyBytes>> {
+fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, PyBytes>> {
+    let extra = totals.extra.as_deref();
     let too_large = || PyValueError::new_err("a window total is too large for its state");
     let mut out = Vec::with_capacity(24);
     msgpack::array(&mut out, if extra.is_some() { 5 } else { 3 });

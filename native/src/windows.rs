@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::{HashMap, HashSet};
+use hashbrown::hash_map::EntryRef;
 use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
@@ -14,11 +15,12 @@ pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
 pub const PARTIALLY_LATE: u8 = 2;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct Totals {
     pub count: i64,
     pub stake: i128,
     pub win: i128,
+    pub extra: Option<Box<WindowExtra>>, // a shaped store's (beside the totals: one lookup per record)
 }
 
 /// A shaped window's SPEC 7 part: a state per aggregate, and the (key, id) of each record it holds.
@@ -26,6 +28,12 @@ pub struct Totals {
 pub struct WindowExtra {
     pub states: Vec<State>,
     pub held: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl WindowExtra {
+    pub fn empty(aggregates: &[Aggregate]) -> Self {
+        WindowExtra { states: aggregates.iter().map(Aggregate::empty).collect(), held: Vec::new() }
+    }
 }
 
 pub struct WindowStore {
@@ -41,8 +49,7 @@ pub struct WindowStore {
     pub out: Vec<(Arc<str>, Vec<u8>)>,
     last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
     pub shaped: bool,
-    pub aggregates: Vec<Aggregate>,
-    pub extras: HashMap<(i64, Arc<str>), WindowExtra>, // a shaped store's, per open (start, group)
+    pub aggregates: Arc<[Aggregate]>, // shared: a record's window totals borrow the store while they take its values
 }
 
 impl WindowStore {
@@ -50,8 +57,7 @@ impl WindowStore {
                aggregates: Vec<Aggregate>) -> Self {
         WindowStore {
             shaped,
-            aggregates,
-            extras: HashMap::default(),
+            aggregates: aggregates.into(),
             size,
             advance,
             grace,
@@ -108,13 +114,9 @@ impl WindowStore {
                 missed += 1;
             } else {
                 added += 1;
-                self.add(start, group, stake, win, weight);
-                let shared = self.buckets[&start].get_key_value(group).unwrap().0.clone();
-                let aggregates = &self.aggregates;
-                let extra = self.extras.entry((start, shared)).or_insert_with(|| WindowExtra {
-                    states: aggregates.iter().map(Aggregate::empty).collect(),
-                    held: Vec::new(),
-                });
+                let aggregates = self.aggregates.clone();
+                let totals = self.add(start, group, stake, win, weight);
+                let extra = totals.extra.get_or_insert_with(|| Box::new(WindowExtra::empty(&aggregates)));
                 for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {
                     if let Some(value) = value {
                         aggregate.add(state, value, time);
@@ -135,7 +137,7 @@ impl WindowStore {
         }
     }
 
-    fn add(&mut self, start: i64, group: &str, stake: i64, win: i64, weight: i64) {
+    fn add(&mut self, start: i64, group: &str, stake: i64, win: i64, weight: i64) -> &mut Totals {
         let close_at = self.close_at(start);
         let capacity = self.last_closed_groups;
         let bucket = self.buckets.entry(start).or_insert_with(|| {
@@ -145,20 +147,26 @@ impl WindowStore {
             }
             HashMap::with_capacity_and_hasher(capacity, Default::default())
         });
-        match bucket.get_mut(group) {
-            Some(totals) => {
-                totals.count += weight;
-                totals.stake += stake as i128;
-                totals.win += win as i128;
+        // One lookup; the changes set shares the map's own Arc of the group, not a new string.
+        let totals = match bucket.entry_ref(group) {
+            EntryRef::Occupied(entry) => {
+                if self.track_changes {
+                    self.changed.insert((start, entry.key().clone()));
+                }
+                entry.into_mut()
             }
-            None => {
-                bucket.insert(Arc::from(group), Totals { count: weight, stake: stake as i128, win: win as i128 });
+            EntryRef::Vacant(entry) => {
+                let shared: Arc<str> = Arc::from(group);
+                if self.track_changes {
+                    self.changed.insert((start, shared.clone()));
+                }
+                entry.insert_with_key(shared, Totals::default())
             }
-        }
-        if self.track_changes {
-            let (shared, _) = bucket.get_key_value(group).unwrap(); // the map's own Arc, not a new string
-            self.changed.insert((start, shared.clone()));
-        }
+        };
+        totals.count += weight;
+        totals.stake += stake as i128;
+        totals.win += win as i128;
+        totals
     }
 
     pub fn close_due(&mut self, now: i64) {
@@ -190,10 +198,8 @@ impl WindowStore {
         for (group, totals) in groups {
             let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
                                            totals.win, &start_text);
-            if self.shaped {
-                if let Some(extra) = self.extras.remove(&(start, group.clone())) { // releasing its ids
-                    with_aggregates(&mut record, &states_json(&self.aggregates, &extra.states));
-                }
+            if let Some(extra) = &totals.extra { // dropped with the totals: releasing its ids
+                with_aggregates(&mut record, &states_json(&self.aggregates, &extra.states));
             }
             if self.track_changes {
                 self.changed.insert((start, group.clone()));
@@ -206,20 +212,13 @@ impl WindowStore {
         self.buckets.values().map(HashMap::len).sum()
     }
 
-    pub fn restore(&mut self, start: i64, group: &str, totals: Option<(Totals, Option<WindowExtra>)>) {
-        let group: Arc<str> = Arc::from(group);
-        self.extras.remove(&(start, group.clone()));
-        let totals = totals.map(|(totals, extra)| {
-            if self.shaped {
-                let extra = extra.unwrap_or_else(|| WindowExtra {  // written before the job was shaped
-                    states: self.aggregates.iter().map(Aggregate::empty).collect(),
-                    held: Vec::new(),
-                });
-                self.extras.insert((start, group.clone()), extra);
+    pub fn restore(&mut self, start: i64, group: &str, totals: Option<Totals>) {
+        let totals = totals.map(|mut totals| {
+            if self.shaped && totals.extra.is_none() { // written before the job was shaped
+                totals.extra = Some(Box::new(WindowExtra::empty(&self.aggregates)));
             }
             totals
         });
-        let group = &*group;
         match totals {
             None => {
                 if let Some(bucket) = self.buckets.get_mut(&start) {
