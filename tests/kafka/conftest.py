@@ -57,4 +57,4 @@ def cluster(tmp_path_factory):
 
     running = Cluster(tmp_path_factory.mktemp("cluster")).start()
     yield running
-    running.close()
+    running.close(graceful=False)

@@ -175,7 +175,11 @@ class Cluster:
     def resume(self, node_id: int) -> None:
         self.node(node_id).process.send_signal(signal.SIGCONT)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
+        """Stop every node: one by one with SIGTERM, or (graceful=False: its storage is thrown away
+        anyway) SIGKILL at once; the last nodes of a graceful stop wait out a lost quorum."""
+        if not graceful:
+            self.kill_all()
         for node in self.nodes:
             if node.process is not None and node.process.poll() is None:
                 node.process.send_signal(signal.SIGCONT)  # a paused JVM cannot act on SIGTERM
