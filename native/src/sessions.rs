@@ -401,7 +401,17 @@ impl SessionStore {
             }
             let Reverse((when, key)) = self.due.pop().unwrap();
             match self.keys.get(&key) {
-                Some(state) if state.due == when => self.settle(&key, now),
+                Some(state) if state.due == when => {
+                    let close_time = close_time(&self.rules, state);
+                    if close_time != when {
+                        // Scheduled before later records moved the key's close time: back into the
+                        // heap at its own time, so that keys close in (close time, key) order, as
+                        // after a restore.
+                        self.schedule(&key, close_time);
+                        continue;
+                    }
+                    self.settle(&key, now)
+                }
                 _ => continue,
             }
         }
@@ -613,14 +623,7 @@ impl SessionStore {
         let rules = self.rules.clone();
         let mut due = Vec::with_capacity(self.keys.len());
         for (key, state) in self.keys.iter_mut() {
-            state.due = state
-                .sessions()
-                .into_iter()
-                .map(|(first, stop)| {
-                    rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop))
-                })
-                .min()
-                .unwrap();
+            state.due = close_time(&rules, state);
             due.push(Reverse((state.due, key.clone())));
         }
         self.due = BinaryHeap::from(due);
@@ -631,6 +634,20 @@ impl SessionStore {
             .collect();
         self.update_next_due();
     }
+}
+
+/// When the first of a key's open sessions closes (`_close_time`).
+fn close_time(rules: &SessionRules, state: &KeySessions) -> i64 {
+    if state.starts.len() == 1 {
+        let count = state.spins.len();
+        return rules.close_at(state.spins[count - 1].time, counting(rules.all_count, state, 0, count));
+    }
+    state
+        .sessions()
+        .into_iter()
+        .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)))
+        .min()
+        .unwrap()
 }
 
 /// A shaped key's session starts, from scratch (as the Python core's `_resweep`).

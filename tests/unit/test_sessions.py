@@ -233,3 +233,27 @@ def test_closed_end_of_a_capped_session_is_forgotten_once_it_cannot_matter():
     assert closed_ends() == {"a": 0, "b": 11}
     part.feed(line("b", 31), 4)  # 31 = 0 + max_duration 20 + gap 10 + grace 0 + 1
     assert closed_ends() == {"b": 11}
+
+
+def test_keys_closing_together_come_out_in_the_same_order_after_a_restore():
+    """b's session closes before a's (a's later record moved its close time), but a's first record
+    scheduled it as early as b's: without putting a back at its own close time when that entry
+    came up, a came out first when uninterrupted and b first after a restore (which schedules
+    each key at its own close time). Now both say b, then a: (close time, key) order."""
+    job = spec(SessionRules(gap=1, grace=0))
+    lines = [line("a", 0, "1"), line("b", 0, "1"), line("a", 1, "1"), line("p1", 1000, "1")]
+
+    def keys_out(cut: int | None) -> list[str]:
+        part, out = new_partition(job), []
+        for n, raw in enumerate(lines):
+            if n == cut:
+                snapshot = part.snapshot()
+                part = new_partition(job)
+                for store, state in snapshot.items():
+                    part.restore(store, state)
+                part.finish_restore()
+            part.feed(raw, n)
+            out += [output.key for output in part.drain()]
+        return out
+
+    assert keys_out(None) == keys_out(3) == ["b", "a"]

@@ -369,6 +369,12 @@ class SessionStore:
             state = self.keys.get(key)
             if state is None or state.due != when:
                 continue  # superseded by an earlier due time, or key gone
+            close_time = self._close_time(state)
+            if close_time != when:
+                # Scheduled before later records moved the key's close time: back into the heap at
+                # its own time, so that keys close in (close time, key) order, as after a restore.
+                self._schedule(key, state, close_time)
+                continue
             self._settle(key, state, now, emit)
         forget, closed_ends, forget_at = self._forget, self.closed_ends, self.rules.forget_at
         while forget and forget[0][0] <= now:
@@ -503,6 +509,13 @@ class SessionStore:
         if end > state.closed_end:
             state.closed_end = end
 
+    def _close_time(self, state: KeySessions) -> int:
+        """When the first of a key's open sessions closes."""
+        rules, times = self.rules, state.times
+        if len(state.starts) == 1:
+            return rules.close_at(times[-1], self._count(state, 0, len(times)))
+        return min(rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in state.sessions())
+
     def _schedule(self, key: str, state: KeySessions, due: int) -> None:
         state.due = due
         heapq.heappush(self._due, (due, key))
@@ -574,12 +587,7 @@ class SessionStore:
         rules = self.rules
         due = []
         for key, state in self.keys.items():
-            times = state.times
-            if len(state.starts) == 1:
-                state.due = rules.close_at(times[-1], self._count(state, 0, len(times)))
-            else:
-                state.due = min(rules.close_at(times[stop - 1], self._count(state, first, stop))
-                                for first, stop in state.sessions())
+            state.due = self._close_time(state)
             due.append((state.due, key))
         heapq.heapify(due)
         self._due = due
