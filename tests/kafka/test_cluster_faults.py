@@ -266,6 +266,7 @@ def test_three_processes_killed_30_times_while_a_broker_restarts(cluster, tmp_pa
     producing = Producing(job, lines, chosen, seconds=50)
     rng = random.Random(14)
     restart: threading.Thread | None = None
+    codes = []
     for kill in range(30):
         time.sleep(rng.uniform(0.3, 2.7))  # a process is often killed again while it starts or restores
         if kill == 10:
@@ -273,6 +274,7 @@ def test_three_processes_killed_30_times_while_a_broker_restarts(cluster, tmp_pa
             restart.start()
         name = rng.choice("abc")
         runs[name].kill()
+        codes.append(runs[name].process.returncode)
         runs[name] = job.start(name, **options[name])
     per_partition = producing.join()
     restart.join(300)
@@ -283,8 +285,11 @@ def test_three_processes_killed_30_times_while_a_broker_restarts(cluster, tmp_pa
     for run in runs.values():
         assert run.stop() == 0
     checked = assert_same_as_replay(job, per_partition)
+    # Each kill found its process alive (none had exited on its own); a process killed 0.3 s after
+    # its start may not have logged a line yet, so lifetimes are not counted from the logs.
+    assert codes == [-signal.SIGKILL] * 30
     logs = [run.log_text() for run in runs.values()]
-    assert sum(log.count("logger=sessionizer.run msg=starting") for log in logs) == 33
+    assert sum(log.count("logger=sessionizer.run msg=starting") for log in logs) >= 3
     assert not [log for log in logs if "Traceback" in log]
     spans = sorted(span for log in logs for span in start_to_assigned_seconds(log))
     assert spans
