@@ -129,7 +129,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
-                        values: Vec<Option<Value>>) -> u8 {
+                        mut values: Vec<Option<Value>>) -> u8 {
         let held = match record_id {  // (key, id) as the registry shares them
             None => None,
             Some(id) => match self.ids.take(key, id) {
@@ -147,7 +147,6 @@ impl Engine {
         self.move_time(time);
         let now = self.stream_time;
         self.late.clear();
-        let mut values = values;
         let mut at = 0;
         if let Some(sessions) = &mut self.sessions {
             let count = sessions.aggregates.len();

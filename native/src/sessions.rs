@@ -457,7 +457,7 @@ impl SessionStore {
         let state = &self.keys[key];
         if state.starts.len() == 1 {
             let count = state.spins.len();
-            let due = rules.close_at(state.spins.last().unwrap().time, counting(rules.all_count, state, 0, count));
+            let due = close_time(&rules, state);
             if due > now {
                 self.schedule(key, due);
                 return;
@@ -482,14 +482,7 @@ impl SessionStore {
         if state.spins.is_empty() {
             self.drop_empty(key, now);
         } else {
-            let due = state
-                .sessions()
-                .into_iter()
-                .map(|(first, stop)| {
-                    rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop))
-                })
-                .min()
-                .unwrap();
+            let due = close_time(&rules, state);
             self.schedule(key, due);
         }
     }

@@ -108,13 +108,13 @@ impl WindowStore {
         let last = time - time % self.advance;
         let first = (last - self.size + self.advance).max(0);
         let (mut added, mut missed) = (0, 0);
+        let aggregates = self.aggregates.clone(); // the totals below borrow the store
         let mut start = last;
         while start >= first {
             if self.close_at(start) <= now {
                 missed += 1;
             } else {
                 added += 1;
-                let aggregates = self.aggregates.clone();
                 let totals = self.add(start, group, stake, win, weight);
                 let extra = totals.extra.get_or_insert_with(|| Box::new(WindowExtra::empty(&aggregates)));
                 for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {

@@ -405,7 +405,7 @@ class SessionStore:
         rules = self.rules
         times = state.times
         if len(state.starts) == 1:  # the common case: one open session
-            due = rules.close_at(times[-1], self._count(state, 0, len(times)))
+            due = self._close_time(state)
             if due > now:
                 self._schedule(key, state, due)
                 return
@@ -425,9 +425,7 @@ class SessionStore:
             if self.track_changes:
                 self.changed.add(key)
         if state.times:
-            self._schedule(key, state, min(
-                rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in state.sessions()
-            ))
+            self._schedule(key, state, self._close_time(state))
         else:
             self._drop_empty(key, state, now)
 
