@@ -348,7 +348,8 @@ max_batch = 100
         publishing.join(300)
         assert not publishing.is_alive()
         for prefix, process in processes.items():
-            wait_forwarded(cluster.bootstrap, f"{prefix}-forward", list(named[prefix]), process, timeout=300)
+            wait_forwarded(cluster.bootstrap, f"{prefix}-forward", list(named[prefix]), process, timeout=300,
+                           log=logs[prefix])
             assert stop_when_started(process, logs[prefix], starts=1) == 0, logs[prefix].read_text()[-3000:]
     finally:
         for process in processes.values():

@@ -85,7 +85,8 @@ def end_of(bootstrap: str, topics: list[str]) -> dict:
     return {(t, p): end for t in topics for p, end in end_offsets(bootstrap, t).items()}
 
 
-def wait_forwarded(bootstrap: str, group: str, topics: list[str], process, timeout: float = 180) -> None:
+def wait_forwarded(bootstrap: str, group: str, topics: list[str], process, timeout: float = 180,
+                   log: Path | None = None) -> None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     ends = end_of(bootstrap, topics)
@@ -99,7 +100,7 @@ def wait_forwarded(bootstrap: str, group: str, topics: list[str], process, timeo
                 committed = []
             if committed and all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed):
                 return
-            assert process.poll() is None, "forward exited"
+            assert process.poll() is None, f"forward exited: {log.read_text()[-4000:] if log else ''}"
             time.sleep(0.3)
     finally:
         consumer.close()

@@ -133,3 +133,65 @@ def test_a_stop_request_leaves_the_batch_undelivered():
     http = HttpTarget(settings(), lambda: True, client=httpx.Client(transport=httpx.MockTransport(Recorder([200]))))
     with pytest.raises(Stopped):
         http.deliver([item(1)])
+
+
+# -- committing what was delivered, while brokers restart ---------------------------------------
+
+class CommitScript:
+    """Stands in for the consumer's commit: raises the scripted errors, then records what is committed."""
+
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.committed = []
+
+    def commit(self, offsets, asynchronous):
+        assert asynchronous is False
+        if self.errors:
+            from confluent_kafka import KafkaException
+            raise KafkaException(self.errors.pop(0))
+        self.committed.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
+
+
+def forwarder(tmp_path, monkeypatch, consumer):
+    from sessionizer.forward.runner import Forwarder
+    from sessionizer.forward.settings import load_forward_settings
+
+    monkeypatch.setenv("XP", "token")
+    path = tmp_path / "f.toml"
+    path.write_text('[sessions]\n[kafka]\nbootstrap_servers = "127.0.0.1:9"\n'
+                    '[xtremepush]\nkind = "http"\napp_token_env = "XP"\n')
+    forward = Forwarder(load_forward_settings(path))
+    forward.consumer.close()
+    forward.consumer = consumer
+    return forward
+
+
+def test_a_commit_a_broker_restart_refuses_is_kept_and_made_with_the_next_one(tmp_path, monkeypatch, caplog):
+    """librdkafka's synchronous commit fails with NOT_COORDINATOR or a transport error while the
+    group coordinator moves; that once stopped `sessionizer forward` (exit 1) mid rolling restart."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    script = CommitScript(KafkaError(KafkaError.NOT_COORDINATOR), KafkaError(KafkaError._TRANSPORT))
+    forward = forwarder(tmp_path, monkeypatch, script)
+    forward._commit([item(4), item(7, topic="r")])
+    forward._commit([item(9)])
+    assert script.committed == [] and forward.uncommitted == {("xp-session-events", 0): 10, ("r", 0): 8}
+    forward._commit_uncommitted()  # the loop's next turn
+    assert script.committed == [[("r", 0, 8), ("xp-session-events", 0, 10)]] and forward.uncommitted == {}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == ["cannot commit offsets yet: retrying"]
+    forward._commit([item(11)])
+    assert script.committed[-1] == [("xp-session-events", 0, 12)]
+
+    script.errors.append(KafkaError(KafkaError.REQUEST_TIMED_OUT))
+    forward._commit([item(12), item(3, topic="r")])
+    script.errors.append(KafkaError(KafkaError.REQUEST_TIMED_OUT))  # the revoke's own try fails too
+    forward._on_revoke(None, [TopicPartition("r", 0)])  # its next owner reads it again from offset 8
+    assert forward.uncommitted == {("xp-session-events", 0): 13}
+
+
+def test_a_fatal_commit_error_stops_the_forward(tmp_path, monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    forward = forwarder(tmp_path, monkeypatch, CommitScript(KafkaError(KafkaError._FENCED, fatal=True)))
+    with pytest.raises(KafkaException):
+        forward._commit([item(1)])

@@ -50,6 +50,8 @@ class Forwarder:
         self.rejected = 0
         self.retries = 0
         self.retries_pending = 0  # retries of the batch being delivered
+        self.uncommitted: dict[tuple[str, int], int] = {}  # delivered, offset not yet committed
+        self._commit_failed_at: float | None = None
         self.metrics = ForwardMetrics(new_registry(), settings.kind)
         self.health = Health(source.metrics.stuck_after_s) if source.metrics else Health()
         self.monitor = Monitor("sessionizer forward", {
@@ -75,7 +77,7 @@ class Forwarder:
                                       "group": self.settings.group_id})
         server = serve(self.monitor, self.settings.source.metrics)
         self.health.not_ready("waiting for the consumer group to assign partitions")
-        self.consumer.subscribe(self.settings.topics, on_assign=self._on_assign)
+        self.consumer.subscribe(self.settings.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_status = last_observed = time.monotonic()
         try:
             while not self.stopping:
@@ -92,6 +94,8 @@ class Forwarder:
                     self._dead_letter(rejections)
                     self._commit(items)
                     self._delivered(len(items), len(rejections), read_at)
+                elif self.uncommitted and time.monotonic() - (self._commit_failed_at or 0) >= 1:
+                    self._commit_uncommitted()  # a commit failed: again, though no new record came
                 if time.monotonic() - last_status > 10:
                     last_status = time.monotonic()
                     log.info("status", extra={"delivered": self.delivered, "rejected": self.rejected})
@@ -99,6 +103,7 @@ class Forwarder:
                     last_observed = time.monotonic()
                     self._observe()
         finally:
+            self._commit_uncommitted()
             self.consumer.close()
             if server is not None:
                 server.close()
@@ -128,6 +133,13 @@ class Forwarder:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.retries_pending == 0:
             self.health.set_ready(f"consuming {len(self.consumer.assignment()) or len(partitions)} partition(s)")
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Last chance for offsets a failed commit left: a partition's next owner starts from
+        what was committed, and delivers again what was not (at least once)."""
+        self._commit_uncommitted()
+        for partition in partitions:
+            self.uncommitted.pop((partition.topic, partition.partition), None)
 
     def _on_retry(self, delay: float) -> None:
         """A delivery failed and is retried after `delay`: waiting on purpose, not stuck; not ready meanwhile."""
@@ -189,10 +201,33 @@ class Forwarder:
             raise RuntimeError(f"dead letters for rejected records not delivered to {topic}: stopping uncommitted")
 
     def _commit(self, items: list[Item]) -> None:
-        offsets: dict[tuple[str, int], int] = {}
         for item in items:
-            offsets[(item.topic, item.partition)] = max(offsets.get((item.topic, item.partition), -1), item.offset + 1)
-        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+            key = (item.topic, item.partition)
+            self.uncommitted[key] = max(self.uncommitted.get(key, -1), item.offset + 1)
+        self._commit_uncommitted()
+
+    def _commit_uncommitted(self) -> None:
+        """Commit what was delivered. While brokers restart a commit can fail (the group coordinator
+        moved, a request timed out): the offsets stay and are committed with the next batch, or
+        within a second if none comes. Only a fatal error stops the forward."""
+        if not self.uncommitted:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exception:
+            error = exception.args[0] if exception.args and isinstance(exception.args[0], KafkaError) else None
+            if error is not None and error.fatal():
+                raise
+            if self._commit_failed_at is None:  # one line, not one per attempt
+                log.warning("cannot commit offsets yet: retrying",
+                            extra={"error": error.str() if error is not None else str(exception)})
+            self._commit_failed_at = time.monotonic()
+            return
+        self.uncommitted.clear()
+        if self._commit_failed_at is not None:
+            self._commit_failed_at = None
+            log.info("committing offsets again")
 
 
 def forward(settings: ForwardSettings) -> int:
