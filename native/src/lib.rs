@@ -25,6 +25,7 @@ pub type HashSet<K> = hashbrown::HashSet<K, ahash::RandomState>;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
@@ -504,48 +505,44 @@ impl Engine {
     /// The state is read here, from the MessagePack the Python core reads too (a million open
     /// sessions restore in one call per batch, not one Python call per record).
     #[pyo3(signature = (index, records))]
-    fn restore_records(&mut self, index: Option<usize>, records: Vec<(String, Option<Vec<u8>>)>) -> PyResult<()> {
-        for (key, value) in &records {
-            if key.is_empty() {  // STREAM_TIME_KEY
-                if let Some(value) = value {
-                    let text = std::str::from_utf8(value).ok().and_then(|t| t.parse::<i64>().ok());
-                    let time = text.ok_or_else(|| PyValueError::new_err(format!("stream time {value:?} is not an integer")))?;
-                    self.restore_stream_time(time);
-                }
-                continue;
-            }
-            match index {
-                None => {
-                    let state = match value {
-                        None => None,
-                        Some(bytes) => Some(self.read_session_state(key, bytes).ok_or_else(|| {
-                            PyValueError::new_err(format!("session state of {key:?} cannot be read"))
-                        })?),
-                    };
-                    let Some(sessions) = &mut self.sessions else { return Err(PyValueError::new_err("no sessions store")) };
-                    sessions.restore(key, state);
-                }
-                Some(index) => {
-                    let (start_text, group) = key.split_once(':')
-                        .ok_or_else(|| PyValueError::new_err(format!("window key {key:?} has no ':'")))?;
-                    let start = start_text.parse::<i64>()
-                        .map_err(|_| PyValueError::new_err(format!("window key {key:?} does not start with a time")))?;
-                    let totals = match value {
-                        None => None,
-                        Some(bytes) => {
-                            let rolling = self.rolling.get(index)
-                                .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
-                            Some(read_totals(bytes, &rolling.store.aggregates, &mut self.ids).ok_or_else(|| {
-                                PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
-                            })?)
-                        }
-                    };
-                    let rolling = self.rolling.get_mut(index).ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
-                    rolling.store.restore(start, group, totals);
-                }
-            }
+    fn restore_records(&mut self, index: Option<usize>, records: &Bound<'_, PyList>) -> PyResult<()> {
+        self.reserve_keys(index, records.len());
+        for record in records.iter() {
+            // Borrowed, not copied: a `Vec<u8>` would be built from the bytes one Python int at a time.
+            let (key, value): (PyBackedStr, Option<PyBackedBytes>) = record.extract()?;
+            self.restore_one(index, &key, value.as_deref())?;
         }
         Ok(())
+    }
+
+    /// `restore_records` straight from confluent-kafka's messages: from `messages[start]` on, while
+    /// they are records of `topic`'s partition `partition`; returns the index of the first that is not
+    /// (an error or end-of-partition event, or another partition's record), for the caller to route.
+    #[pyo3(signature = (index, messages, start, topic, partition))]
+    fn restore_messages(&mut self, index: Option<usize>, messages: &Bound<'_, PyList>, start: usize, topic: &str,
+                        partition: i64) -> PyResult<usize> {
+        let py = messages.py();
+        let (error, topic_of, partition_of, key_of, value_of) =
+            (intern!(py, "error"), intern!(py, "topic"), intern!(py, "partition"), intern!(py, "key"),
+             intern!(py, "value"));
+        self.reserve_keys(index, messages.len().saturating_sub(start));
+        for at in start..messages.len() {
+            let message = messages.get_item(at)?;
+            if !message.call_method0(error)?.is_none()
+                || message.call_method0(partition_of)?.extract::<i64>()? != partition
+                || message.call_method0(topic_of)?.downcast::<PyString>()?.to_str()? != topic {
+                return Ok(at);
+            }
+            let key = message.call_method0(key_of)?;
+            let key = if key.is_none() { "" } else {
+                std::str::from_utf8(key.downcast::<PyBytes>()?.as_bytes())
+                    .map_err(|_| PyValueError::new_err(format!("a changelog key of {topic} is not UTF-8")))?
+            };
+            let value = message.call_method0(value_of)?;
+            let value = if value.is_none() { None } else { Some(value.downcast::<PyBytes>()?.as_bytes()) };
+            self.restore_one(index, key, value)?;
+        }
+        Ok(messages.len())
     }
 
     /// Restored stream time (the largest of what the changelogs say).
@@ -566,6 +563,56 @@ impl Engine {
 }
 
 impl Engine {
+    /// One changelog record into its store (see `restore_records`).
+    fn restore_one(&mut self, index: Option<usize>, key: &str, value: Option<&[u8]>) -> PyResult<()> {
+        if key.is_empty() {  // STREAM_TIME_KEY
+            if let Some(value) = value {
+                let text = std::str::from_utf8(value).ok().and_then(|t| t.parse::<i64>().ok());
+                let time = text.ok_or_else(|| PyValueError::new_err(format!("stream time {value:?} is not an integer")))?;
+                self.restore_stream_time(time);
+            }
+            return Ok(());
+        }
+        match index {
+            None => {
+                let state = match value {
+                    None => None,
+                    Some(bytes) => Some(self.read_session_state(key, bytes).ok_or_else(|| {
+                        PyValueError::new_err(format!("session state of {key:?} cannot be read"))
+                    })?),
+                };
+                let Some(sessions) = &mut self.sessions else { return Err(PyValueError::new_err("no sessions store")) };
+                sessions.restore(key, state);
+            }
+            Some(index) => {
+                let (start_text, group) = key.split_once(':')
+                    .ok_or_else(|| PyValueError::new_err(format!("window key {key:?} has no ':'")))?;
+                let start = start_text.parse::<i64>()
+                    .map_err(|_| PyValueError::new_err(format!("window key {key:?} does not start with a time")))?;
+                let totals = match value {
+                    None => None,
+                    Some(bytes) => {
+                        let rolling = self.rolling.get(index)
+                            .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
+                        Some(read_totals(bytes, &rolling.store.aggregates, &mut self.ids).ok_or_else(|| {
+                            PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
+                        })?)
+                    }
+                };
+                let rolling = self.rolling.get_mut(index).ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
+                rolling.store.restore(start, group, totals);
+            }
+        }
+        Ok(())
+    }
+
+    /// Room in the sessions map for the keys a batch brings (restore grows it once, not step by step).
+    fn reserve_keys(&mut self, index: Option<usize>, count: usize) {
+        if let (None, Some(sessions)) = (index, &mut self.sessions) {
+            sessions.reserve(count);
+        }
+    }
+
     /// A session state as `session_state` writes it: (closed end, times, amounts, labels), and a
     /// shaped job's extras as a fifth item (a state written before the job was shaped has none).
     fn read_session_state(&mut self, key: &str, bytes: &[u8]) -> Option<(i64, Vec<Spin>, Vec<Extra>)> {

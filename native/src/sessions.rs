@@ -595,12 +595,16 @@ impl SessionStore {
 
     /// Load one key's state (None: gone); `reschedule` after the last one.
     pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>, Vec<Extra>)>) {
-        self.keys.remove(key); // with the ids its records held
-        self.closed_ends.remove(key);
-        let Some((closed_end, spins, extras)) = state else { return };
-        let key: Arc<str> = Arc::from(key);
+        if !self.closed_ends.is_empty() {
+            self.closed_ends.remove(key);
+        }
+        let Some((closed_end, spins, extras)) = state else {
+            self.keys.remove(key); // with the ids its records held
+            return;
+        };
         if spins.is_empty() {
-            self.closed_ends.insert(key, closed_end);
+            self.keys.remove(key);
+            self.closed_ends.insert(Arc::from(key), closed_end);
             return;
         }
         let mut state = KeySessions { spins, starts: Vec::new(), closed_end, due: 0, extras };
@@ -609,7 +613,18 @@ impl SessionStore {
         } else {
             sweep(&state.spins, &self.rules, 0, &[], 0)
         };
-        self.keys.insert(key, state);
+        // One hash per record: a changelog holds mostly keys not seen yet in this restore.
+        match self.keys.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut held) => *held.get_mut() = state,
+            hashbrown::hash_map::EntryRef::Vacant(free) => {
+                free.insert_with_key(Arc::from(key), state);
+            }
+        }
+    }
+
+    /// Room for `count` more keys at once, rather than growing the map step by step while restoring.
+    pub fn reserve(&mut self, count: usize) {
+        self.keys.reserve(count);
     }
 
     pub fn reschedule(&mut self) {

@@ -196,6 +196,74 @@ def test_both_cores_restore_a_changelog_alike(job, feed_lines, cut):
     assert results[0][0] == writer.snapshot()
 
 
+class Consumed:
+    """A message as confluent-kafka's consume() hands it back (its Message cannot be built in Python)."""
+
+    def __init__(self, topic: str, partition: int, key: bytes | None = None, value: bytes | None = None,
+                 error: object = None) -> None:
+        self._topic, self._partition, self._key, self._value, self._error = topic, partition, key, value, error
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> object:
+        return self._error
+
+
+@given(jobs, lines, st.integers(0, 40), st.randoms(use_true_random=False))
+def test_both_cores_restore_from_consumed_messages_as_from_records(job, feed_lines, cut, rnd):
+    """The restore reads confluent-kafka's messages in runs: each core takes the records of one
+    topic's partition from where it is told and stops at the first that is not one (an end-of-partition
+    event, another partition's or store's record). Two partitions' changelogs, interleaved at random,
+    come back as each partition wrote them."""
+    writers = {p: Partition(job, track_changes=True, describe_source=lambda s: {"line": s}) for p in (0, 1)}
+    queues: dict[tuple[str, int], list] = {}
+    for p, writer in writers.items():
+        for n, raw in enumerate(feed_lines[:cut] if p == 0 else feed_lines[cut // 2:]):
+            writer.feed(raw, n)
+            writer.drain()
+            for store, records_ in writer.take_changes().items():
+                queues.setdefault((f"cl-{store}", p), []).extend(
+                    Consumed(f"cl-{store}", p, key.encode(), value) for key, value in records_)
+    messages = []
+    while queues:  # each queue keeps its order; runs of 1-4 records, an end-of-partition event now and then
+        where = rnd.choice(sorted(queues))
+        queue = queues[where]
+        taken = rnd.randint(1, 4)
+        messages.extend(queue[:taken])
+        del queue[:taken]
+        if rnd.random() < 0.3:
+            messages.append(Consumed(where[0], where[1], error=object()))
+        if not queue:
+            del queues[where]
+    results = []
+    for reader in (NativePartition, Partition):
+        parts = {p: reader(job, describe_source=lambda s: {"line": s}) for p in writers}
+        at = 0
+        while at < len(messages):
+            message = messages[at]
+            if message.error() is not None:
+                at += 1
+                continue
+            topic = message.topic()
+            stop = parts[message.partition()].restore_messages(topic[3:], messages, at, topic, message.partition())
+            assert stop > at
+            at = stop
+        for part in parts.values():
+            part.finish_restore()
+        results.append({p: part.snapshot() for p, part in parts.items()})
+    assert results[0] == results[1] == {p: writer.snapshot() for p, writer in writers.items()}
+
+
 def test_a_changelog_record_that_cannot_be_read_is_named():
     job = JobSpec(sessions=SessionOutput("s", SessionRules(gap=1000, grace=0)),
                   rolling=(RollingOutput("r0", WindowRules(1000, 1000)),))

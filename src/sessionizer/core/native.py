@@ -256,6 +256,10 @@ class NativePartition:
         window = None if store_name == "sessions" else self._window_index[store_name]
         self._engine.restore_records(window, records if isinstance(records, list) else list(records))
 
+    def restore_messages(self, store_name: str, messages: list[Any], start: int, topic: str, partition: int) -> int:
+        window = None if store_name == "sessions" else self._window_index[store_name]
+        return self._engine.restore_messages(window, messages, start, topic, partition)
+
     def finish_restore(self) -> None:
         self._engine.finish_restore()
         self._saved_stream_time = self.stream_time

@@ -282,6 +282,22 @@ class Partition:
             else:
                 store.restore(key, value)
 
+    def restore_messages(self, store_name: str, messages: list[Any], start: int, topic: str, partition: int) -> int:
+        """`restore` straight from consumed changelog messages: from `messages[start]` on, while they
+        are records of `topic`'s partition `partition`; returns the index of the first that is not
+        (an error or end-of-partition event, or another partition's record) for the caller to route."""
+        records = []
+        stop = start
+        while stop < len(messages):
+            message = messages[stop]
+            if message.error() is not None or message.partition() != partition or message.topic() != topic:
+                break
+            key = message.key()
+            records.append((key.decode("utf-8") if key is not None else "", message.value()))
+            stop += 1
+        self.restore(store_name, records)
+        return stop
+
     def finish_restore(self) -> None:
         for store in self.stores.values():
             store.reschedule()

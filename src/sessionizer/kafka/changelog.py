@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -49,23 +48,24 @@ def restore_partitions(settings: RunSettings, partitions: list[int], make: Calla
         last_report = time.monotonic()
         while remaining:
             progress()
-            batch: dict[tuple[str, int], list[tuple[str, bytes | None]]] = defaultdict(list)
-            for message in consumer.consume(num_messages=20_000, timeout=0.1):
+            messages = consumer.consume(num_messages=20_000, timeout=0.1)
+            at = 0
+            while at < len(messages):
+                message = messages[at]
                 error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard((message.topic(), message.partition()))
-                    elif error.fatal():
-                        raise RuntimeError(f"restoring from {message.topic()}: {error.str()}")
-                    else:
-                        log.warning("restore: consumer error", extra={"error": error.str()})
+                if error is None:  # a run of one partition's records, read by the core in one call
+                    topic, p = message.topic(), message.partition()
+                    stop = parts[p].restore_messages(topic_store[topic], messages, at, topic, p)
+                    applied += stop - at
+                    at = stop
                     continue
-                key = message.key()
-                batch[(message.topic(), message.partition())].append(
-                    (key.decode("utf-8") if key is not None else "", message.value()))
-            for (topic, p), records in batch.items():
-                parts[p].restore(topic_store[topic], records)
-                applied += len(records)
+                if error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard((message.topic(), message.partition()))
+                elif error.fatal():
+                    raise RuntimeError(f"restoring from {message.topic()}: {error.str()}")
+                else:
+                    log.warning("restore: consumer error", extra={"error": error.str()})
+                at += 1
             if remaining and time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 log.info("restore: still reading the changelog (an open transaction of a crashed instance "
