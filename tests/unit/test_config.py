@@ -215,3 +215,15 @@ def test_the_platform_examples_load(monkeypatch, name, platform, kind):
         monkeypatch.setenv(var, "x")
     settings = load_forward_settings(EXAMPLE.parent / f"{name}.toml")
     assert (settings.source.platform.platform, settings.kind) == (platform, kind)
+
+
+def test_static_members_get_the_eager_assignor_unless_they_choose_one():
+    """A static member killed between a cooperative rebalance's two steps strands partitions."""
+    from sessionizer.kafka.clients import consumer_config
+
+    def strategy(consumer: str) -> str:
+        return consumer_config(run_settings_of(f"[sessions]\n[kafka.consumer]\n{consumer}"))["partition.assignment.strategy"]
+
+    assert strategy("") == "cooperative-sticky"
+    assert strategy('"group.instance.id" = "worker-1"\n') == "range"
+    assert strategy('"group.instance.id" = "worker-1"\n"partition.assignment.strategy" = "roundrobin"\n') == "roundrobin"

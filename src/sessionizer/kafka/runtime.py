@@ -127,6 +127,11 @@ class Runtime:
         log.info("starting", extra={"bootstrap": self.settings.bootstrap_servers, "input": self._input,
                                     "group": self.settings.group_id,
                                     "transactional_id": self.settings.transactional_id, "core": core_name()})
+        consumer = self.settings.consumer
+        if consumer.get("group.instance.id") and "cooperative" in str(consumer.get("partition.assignment.strategy")):
+            log.warning("group.instance.id with a cooperative assignor: a member killed during a rebalance can "
+                        "leave partitions with no owner until the group changes again; the default with "
+                        "group.instance.id is the eager \"range\"")
         self._start_monitoring()
         try:
             return self._run()
