@@ -253,12 +253,15 @@ class NativePartition:
 
     def restore(self, store_name: str, records: Any) -> None:
         # One call per batch: the engine reads the MessagePack itself (the same bytes the Python core reads).
-        window = None if store_name == "sessions" else self._window_index[store_name]
-        self._engine.restore_records(window, records if isinstance(records, list) else list(records))
+        self._engine.restore_records(self._store_index(store_name),
+                                     records if isinstance(records, list) else list(records))
 
     def restore_messages(self, store_name: str, messages: list[Any], start: int, topic: str, partition: int) -> int:
-        window = None if store_name == "sessions" else self._window_index[store_name]
-        return self._engine.restore_messages(window, messages, start, topic, partition)
+        return self._engine.restore_messages(self._store_index(store_name), messages, start, topic, partition)
+
+    def _store_index(self, store_name: str) -> int | None:
+        """The engine's name for a store: None for the sessions, else the rolling window's index."""
+        return None if store_name == "sessions" else self._window_index[store_name]
 
     def finish_restore(self) -> None:
         self._engine.finish_restore()

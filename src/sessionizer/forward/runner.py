@@ -118,12 +118,13 @@ class Forwarder:
             self.health.beat("creating the dead-letter topic")
             try:
                 return ensure_dead_letter_topic(new_admin(self.settings.source), self.settings.source)
-            except (TopicError, KafkaException) as error:
-                if error.args and isinstance(error.args[0], KafkaError) and error.args[0].fatal():
+            except (TopicError, KafkaException) as failure:
+                error = kafka_error(failure)
+                if error is not None and error.fatal():
                     raise
                 if self.stopping:
                     raise SystemExit(1) from None
-                text = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+                text = error.str() if error is not None else str(failure)
                 if delay == 1.0:  # one line, not one per attempt
                     log.warning("cannot create the dead-letter topic yet: retrying", extra={"error": text})
                 self.health.not_ready(f"cannot create the dead-letter topic yet: {text}")
@@ -215,19 +216,24 @@ class Forwarder:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exception:
-            error = exception.args[0] if exception.args and isinstance(exception.args[0], KafkaError) else None
+        except KafkaException as failure:
+            error = kafka_error(failure)
             if error is not None and error.fatal():
                 raise
             if self._commit_failed_at is None:  # one line, not one per attempt
                 log.warning("cannot commit offsets yet: retrying",
-                            extra={"error": error.str() if error is not None else str(exception)})
+                            extra={"error": error.str() if error is not None else str(failure)})
             self._commit_failed_at = time.monotonic()
             return
         self.uncommitted.clear()
         if self._commit_failed_at is not None:
             self._commit_failed_at = None
             log.info("committing offsets again")
+
+
+def kafka_error(failure: Exception) -> KafkaError | None:
+    """The KafkaError a client call's exception carries, if it carries one."""
+    return failure.args[0] if failure.args and isinstance(failure.args[0], KafkaError) else None
 
 
 def forward(settings: ForwardSettings) -> int:
