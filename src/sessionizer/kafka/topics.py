@@ -178,7 +178,13 @@ def committed_offsets(reader: Consumer, topic: str, partitions: int, timeout: fl
     with a consumer of the group that never joins it: librdkafka 2.12's admin call for this
     (ListConsumerGroupOffsets) crashed the process when the coordinator was still loading."""
     asked = [TopicPartition(topic, p) for p in range(partitions)]
-    return {tp.partition: tp for tp in reader.committed(asked, timeout=timeout) if tp.offset >= 0}
+    answered = reader.committed(asked, timeout=timeout)
+    # A partition's own error (its offset unknown, e.g. UNSTABLE_OFFSET_COMMIT while a killed process's
+    # transaction is open, or the coordinator moving) is not "no commit": raised, so the caller asks again.
+    failed = [tp for tp in answered if tp.error is not None]
+    if failed:
+        raise KafkaException(failed[0].error)
+    return {tp.partition: tp for tp in answered if tp.offset >= 0}
 
 
 def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
