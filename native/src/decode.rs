@@ -11,7 +11,7 @@ use compact_str::{CompactString, ToCompactString};
 
 use crate::output::{days_from_civil, json_string};
 use crate::shapes::{Kind, Value};
-use crate::{HashMap, HashSet};
+use crate::HashMap;
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 const MICROS: i64 = 1_000_000;
@@ -67,9 +67,53 @@ pub struct Fields {
     tree: PathNode,
     slot_count: usize,
     time_from_kafka: bool,
-    events: Option<HashSet<String>>,
+    filtered: bool, // a non-empty `events`: a record whose type is not in it is skipped
+    names: TypeNames,
     group_count: usize,
     shape: Option<Shape>,
+}
+
+/// What a record's type name means: listed in `events`, its `[input.types]` slots, which extra
+/// aggregates it feeds. Every name the config mentions, looked up once per record.
+struct TypeName {
+    listed: bool,
+    slots: Option<TypeSlots>,
+    feeds: Box<[bool]>, // per extra aggregate, in engine order
+}
+
+#[derive(Default)]
+struct TypeNames {
+    names: Vec<(String, TypeName)>,
+    index: HashMap<String, usize>, // only when there are many names (a few compare faster in a row)
+}
+
+impl TypeNames {
+    const SCAN: usize = 8;
+
+    fn entry(&mut self, name: &str, aggregates: usize) -> &mut TypeName {
+        let at = match self.names.iter().position(|(known, _)| known == name) {
+            Some(at) => at,
+            None => {
+                let feeds = vec![false; aggregates].into_boxed_slice();
+                self.names.push((name.to_owned(), TypeName { listed: false, slots: None, feeds }));
+                self.names.len() - 1
+            }
+        };
+        &mut self.names[at].1
+    }
+
+    fn finish(&mut self) {
+        if self.names.len() > Self::SCAN {
+            self.index = self.names.iter().enumerate().map(|(at, (name, _))| (name.clone(), at)).collect();
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&TypeName> {
+        if self.names.len() > Self::SCAN {
+            return self.index.get(name).map(|&at| &self.names[at].1);
+        }
+        self.names.iter().find(|(known, _)| known == name).map(|(_, meaning)| meaning)
+    }
 }
 
 // Slots of the fields in `Token` arrays.
@@ -86,7 +130,6 @@ const INLINE_SLOTS: usize = GROUPS + 9;
 /// SPEC section 7 as `sessionizer/core/shaped_events.py` reads it: per-type field slots, the id's
 /// slot, each extra aggregate's slot. A slot per distinct path (types share most of theirs).
 struct Shape {
-    types: HashMap<String, TypeSlots>,
     plain: TypeSlots,
     id: Option<usize>,
     aggregates: Vec<AggregateSlot>,
@@ -105,7 +148,7 @@ struct TypeSlots {
 struct AggregateSlot {
     kind: Kind,
     field: Option<usize>, // None for count
-    types: Option<HashSet<String>>,
+    typed: bool,          // it names its types (then `TypeName::feeds` says which); else it takes all
 }
 
 /// `[input.types.<name>]` as Python resolved it: (name, stake, win, game_code, channel, counts, negate).
@@ -140,6 +183,11 @@ impl Fields {
             tree.insert(&split_path(group), GROUPS + index);
         }
         let mut slot_count = GROUPS + groups.len();
+        let mut names = TypeNames::default();
+        let aggregate_count = shape.as_ref().map_or(0, |(.., aggregates)| aggregates.len());
+        for name in &events {
+            names.entry(name, aggregate_count).listed = true;
+        }
         let shape = match shape {
             None => None,
             Some((_, id, types, aggregates)) => {
@@ -156,29 +204,33 @@ impl Fields {
                 };
                 let plain = TypeSlots { stake: Some(STAKE), win: Some(WIN), game: Some(GAME), channel: Some(CHANNEL),
                                         counts: true, negate: false };
-                let types = types.into_iter()
-                    .map(|(name, stake, win, game, channel, counts, negate)| {
-                        let slots = TypeSlots { stake: slot_of(&stake), win: slot_of(&win), game: slot_of(&game),
-                                                channel: slot_of(&channel), counts, negate };
-                        (name, slots)
-                    })
-                    .collect();
+                for (name, stake, win, game, channel, counts, negate) in types {
+                    let slots = TypeSlots { stake: slot_of(&stake), win: slot_of(&win), game: slot_of(&game),
+                                            channel: slot_of(&channel), counts, negate };
+                    names.entry(&name, aggregate_count).slots = Some(slots);
+                }
                 let id = id.as_deref().and_then(&mut slot_of);
                 let mut read = Vec::new();
-                for (kind, field, types) in aggregates {
+                for (index, (kind, field, types)) in aggregates.into_iter().enumerate() {
                     let kind = Kind::of(&kind).ok_or_else(|| format!("no aggregate kind {kind:?}"))?;
                     let field = if kind == Kind::Count { None } else { field.as_deref().and_then(&mut slot_of) };
-                    read.push(AggregateSlot { kind, field, types: types.map(|t| t.into_iter().collect()) });
+                    let typed = types.is_some();
+                    for name in types.unwrap_or_default() {
+                        names.entry(&name, aggregate_count).feeds[index] = true;
+                    }
+                    read.push(AggregateSlot { kind, field, typed });
                 }
-                Some(Shape { types, plain, id, aggregates: read })
+                Some(Shape { plain, id, aggregates: read })
             }
         };
         tree.number(&mut 0);
+        names.finish();
         Ok(Fields {
             tree,
             slot_count,
             time_from_kafka: time.is_none(),
-            events: (!events.is_empty()).then(|| events.into_iter().collect()),
+            filtered: !events.is_empty(),
+            names,
             group_count: groups.len(),
             shape,
         })
@@ -389,6 +441,9 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
+    /// A string: borrowed from the text unless it has escapes (the usual case, inlined: every name
+    /// and most values of a record go through here).
+    #[inline]
     fn string(&mut self) -> Result<Cow<'a, str>, ()> {
         self.expect(b'"')?;
         let start = self.at;
@@ -397,11 +452,19 @@ impl<'a> Reader<'a> {
         match self.bytes[self.at] {
             b'"' => {
                 self.at += 1;
-                return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
+                // SAFETY: the text is valid UTF-8 (checked up front) and both ends sit next to an
+                // ASCII quote, so both are character boundaries.
+                Ok(Cow::Borrowed(unsafe { self.text.get_unchecked(start..self.at - 1) }))
             }
-            b'\\' => {}
-            _ => return Err(()),
+            b'\\' => self.escaped(start),
+            _ => Err(()),
         }
+    }
+
+    /// The rest of a string with escapes, from its first backslash (at `self.at`).
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, start: usize) -> Result<Cow<'a, str>, ()> {
         let mut text = String::from(&self.text[start..self.at]);
         loop {
             match self.peek().ok_or(())? {
@@ -667,11 +730,13 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
     if reader.at != raw.len() {
         return Decoded::Fallback;
     }
-    if let Some(events) = &fields.events {
-        match &values[EVENT] {
-            Token::Str(name) if events.contains(name.as_ref()) => {}
-            _ => return Decoded::Skip,
-        }
+    let event_type = match &values[EVENT] {
+        Token::Str(name) => Some(name.as_ref()),
+        _ => None,
+    };
+    let meaning = event_type.and_then(|name| fields.names.get(name));
+    if fields.filtered && !meaning.is_some_and(|m| m.listed) {
+        return Decoded::Skip;
     }
     let Some(key) = key_text(&values[KEY]) else { return Decoded::Fallback };
     let time = if fields.time_from_kafka {
@@ -680,14 +745,7 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
         event_time(&values[TIME])
     };
     let Some(time) = time else { return Decoded::Fallback };
-    let event_type = match &values[EVENT] {
-        Token::Str(name) => Some(name.as_ref()),
-        _ => None,
-    };
-    let slots = fields.shape.as_ref().map(|shape| match event_type.and_then(|name| shape.types.get(name)) {
-        Some(slots) => *slots,
-        None => shape.plain,
-    });
+    let slots = fields.shape.as_ref().map(|shape| meaning.and_then(|m| m.slots).unwrap_or(shape.plain));
     let at = |slot: Option<usize>| slot.map_or(&Token::Absent, |slot| &values[slot]);
     let (stake_at, win_at, game_at, channel_at) = match &slots {
         Some(s) => (at(s.stake), at(s.win), at(s.game), at(s.channel)),
@@ -716,8 +774,8 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
                 },
             };
             let mut read = Vec::with_capacity(shape.aggregates.len());
-            for aggregate in &shape.aggregates {
-                let feeds = aggregate.types.as_ref().is_none_or(|types| event_type.is_some_and(|t| types.contains(t)));
+            for (index, aggregate) in shape.aggregates.iter().enumerate() {
+                let feeds = !aggregate.typed || meaning.is_some_and(|m| m.feeds[index]);
                 read.push(if !feeds {
                     None
                 } else if aggregate.kind == Kind::Count {
