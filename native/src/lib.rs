@@ -131,7 +131,7 @@ impl Engine {
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
                         mut values: Vec<Option<Value>>) -> u8 {
-        let held = match record_id {  // (key, id) as the registry shares them
+        let held = match record_id { // (key, id) as the registry shares them
             None => None,
             Some(id) => match self.ids.take(key, id) {
                 None => {
@@ -157,7 +157,7 @@ impl Engine {
                 at = count;
                 values[..count].to_vec().into_boxed_slice()
             };
-            let extra = Extra { counts, id: held.as_ref().map(|(_, id)| id.clone()), values: mine };
+            let extra = Extra { counts, id: held.clone(), values: mine };
             if !sessions.offer_shaped(key, time, stake, win, game, channel, now, extra) {
                 self.late.push((0, windows::LATE));
             }
@@ -687,7 +687,7 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> 
                 return None;
             }
             let (key, id) = (r.str()?, r.str()?);
-            held.push((Arc::from(key), ids.shared(key, id)));
+            held.push(ids.shared(key, id));
         }
         extra = Some(Box::new(WindowExtra { states, held }));
     }
@@ -759,7 +759,7 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
                     msgpack::boolean(&mut out, extra.counts);
                     match &extra.id {
                         None => msgpack::nil(&mut out),
-                        Some(id) => msgpack::str(&mut out, id),
+                        Some(held) => msgpack::str(&mut out, held.id()),
                     }
                     msgpack::array(&mut out, extra.values.len());
                     for value in extra.values.iter() {
@@ -787,10 +787,10 @@ fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, P
             shapes::write_state(&mut out, state).ok_or_else(too_large)?;
         }
         msgpack::array(&mut out, extra.held.len());
-        for (key, id) in &extra.held {
+        for held in &extra.held {
             msgpack::array(&mut out, 2);
-            msgpack::str(&mut out, key);
-            msgpack::str(&mut out, id);
+            msgpack::str(&mut out, held.key());
+            msgpack::str(&mut out, held.id());
         }
     }
     Ok(PyBytes::new(py, &out))

@@ -52,7 +52,7 @@ pub enum Value {
 #[derive(Clone)]
 pub struct Extra {
     pub counts: bool,
-    pub id: Option<Arc<str>>,
+    pub id: Option<HeldId>,
     pub values: Box<[Option<Value>]>,
 }
 
@@ -219,20 +219,43 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
     })
 }
 
+/// One accepted record's (key, id), as the stores hold it: both texts in one shared allocation.
+#[derive(Clone)]
+pub struct HeldId {
+    both: Arc<str>, // the key, then the id
+    key_len: u32,
+}
+
+impl HeldId {
+    pub fn key(&self) -> &str {
+        &self.both[..self.key_len as usize]
+    }
+
+    pub fn id(&self) -> &str {
+        &self.both[self.key_len as usize..]
+    }
+
+    fn is(&self, key: &str, id: &str) -> bool {
+        self.both.len() == key.len() + id.len() && self.key() == key && self.id() == id
+    }
+}
+
 /// The ids (per key) of accepted records. An id is held while an open session or window holds
-/// its record: the stores keep clones of the registry's `Arc` of the id, so it is held exactly
-/// while that `Arc` has another owner than the registry, and dropping a closed session or window
-/// releases its ids with no bookkeeping. Entries nobody holds any more are swept out once the
-/// table has doubled since the last sweep (amortized O(1) per record, at most twice the live ids).
+/// its record: the stores keep clones of the registry's `HeldId`, so it is held exactly while its
+/// `Arc` has another owner than the registry, and dropping a closed session or window releases
+/// its ids with no bookkeeping. Entries nobody holds any more are swept out once the table has
+/// doubled since the last sweep (amortized O(1) per record, at most twice the live ids).
 pub struct IdRegistry {
-    table: HashTable<(Arc<str>, Arc<str>)>, // (key, id)
+    table: HashTable<HeldId>,
     hasher: ahash::RandomState,
     live_after_sweep: usize,
+    scratch: String, // key and id joined, copied once into the shared allocation
 }
 
 impl Default for IdRegistry {
     fn default() -> Self {
-        IdRegistry { table: HashTable::new(), hasher: ahash::RandomState::new(), live_after_sweep: 0 }
+        IdRegistry { table: HashTable::new(), hasher: ahash::RandomState::new(), live_after_sweep: 0,
+                     scratch: String::new() }
     }
 }
 
@@ -240,29 +263,33 @@ impl IdRegistry {
     /// The id to keep with a new record of `key`, or None: an open session or window holds a
     /// record of this key with this id (the new one is a duplicate).
     /// Else the registry's (key, id), to be kept by the stores that take the record.
-    pub fn take(&mut self, key: &str, id: &str) -> Option<(Arc<str>, Arc<str>)> {
-        let (key, id) = self.entry(key, id);
-        (Arc::strong_count(&id) == 2).then_some((key, id)) // the registry's and this one
+    pub fn take(&mut self, key: &str, id: &str) -> Option<HeldId> {
+        let held = self.entry(key, id);
+        (Arc::strong_count(&held.both) == 2).then_some(held) // the registry's and this one
     }
 
-    /// The registry's `Arc` of an id read back from state, so that the store holding it holds it.
-    pub fn shared(&mut self, key: &str, id: &str) -> Arc<str> {
-        self.entry(key, id).1
+    /// The registry's (key, id) for an id read back from state, so that the store holding it holds it.
+    pub fn shared(&mut self, key: &str, id: &str) -> HeldId {
+        self.entry(key, id)
     }
 
-    fn entry(&mut self, key: &str, id: &str) -> (Arc<str>, Arc<str>) {
+    fn entry(&mut self, key: &str, id: &str) -> HeldId {
         let hash = self.hasher.hash_one((key, id));
-        if let Some((k, held)) = self.table.find(hash, |(k, i)| **k == *key && **i == *id) {
-            return (k.clone(), held.clone());
+        if let Some(held) = self.table.find(hash, |held| held.is(key, id)) {
+            return held.clone();
         }
         if self.table.len() >= (2 * self.live_after_sweep).max(1024) {
-            self.table.retain(|(_, held)| Arc::strong_count(held) > 1);
+            self.table.retain(|held| Arc::strong_count(&held.both) > 1);
             self.live_after_sweep = self.table.len();
         }
-        let pair: (Arc<str>, Arc<str>) = (Arc::from(key), Arc::from(id));
+        self.scratch.clear();
+        self.scratch.push_str(key);
+        self.scratch.push_str(id);
+        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+        let held = HeldId { both: Arc::from(self.scratch.as_str()), key_len };
         let hasher = &self.hasher;
-        self.table.insert_unique(hash, pair.clone(), |(k, i)| hasher.hash_one((&**k, &**i)));
-        pair
+        self.table.insert_unique(hash, held.clone(), |held| hasher.hash_one((held.key(), held.id())));
+        held
     }
 
     pub fn clear(&mut self) {

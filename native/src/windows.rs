@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::NEVER;
-use crate::shapes::{states_json, with_aggregates, Aggregate, State, Value};
+use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, State, Value};
 
 pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
@@ -27,7 +27,7 @@ pub struct Totals {
 #[derive(Clone)]
 pub struct WindowExtra {
     pub states: Vec<State>,
-    pub held: Vec<(Arc<str>, Arc<str>)>,
+    pub held: Vec<HeldId>,
 }
 
 impl WindowExtra {
@@ -104,7 +104,7 @@ impl WindowStore {
     /// values for this store's aggregates.
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, group: &str, time: i64, stake: i64, win: i64, now: i64, weight: i64,
-                        held: Option<&(Arc<str>, Arc<str>)>, values: &[Option<Value>]) -> u8 {
+                        held: Option<&HeldId>, values: &[Option<Value>]) -> u8 {
         let last = time - time % self.advance;
         let first = (last - self.size + self.advance).max(0);
         let (mut added, mut missed) = (0, 0);
