@@ -81,9 +81,44 @@ pub struct KeySessions {
     pub closed_end: i64,
     due: i64,
     pub extras: Vec<Extra>, // a shaped store's: one per record, beside `spins`
+    // `extras[i].counts`, packed: a session's count is summed over these bytes, not over its
+    // extras (one cache line for 64 records instead of one per record or two).
+    weights: Vec<bool>,
 }
 
 impl KeySessions {
+    /// A shaped key's state: its records' extras beside them.
+    pub fn shaped(spins: Vec<Spin>, starts: Vec<usize>, closed_end: i64, extras: Vec<Extra>) -> Self {
+        let weights = extras.iter().map(|extra| extra.counts).collect();
+        KeySessions { spins, starts, closed_end, due: 0, extras, weights }
+    }
+
+    fn push_shaped(&mut self, spin: Spin, extra: Extra) {
+        push_spin(&mut self.spins, spin);
+        self.weights.push(extra.counts);
+        self.extras.push(extra);
+    }
+
+    fn insert_shaped(&mut self, at: usize, spin: Spin, extra: Extra) {
+        self.spins.insert(at, spin);
+        self.weights.insert(at, extra.counts);
+        self.extras.insert(at, extra);
+    }
+
+    fn remove_shaped(&mut self, at: usize) {
+        self.spins.remove(at);
+        self.weights.remove(at);
+        self.extras.remove(at);
+    }
+
+    fn drain(&mut self, first: usize, stop: usize) {
+        self.spins.drain(first..stop);
+        if !self.extras.is_empty() {
+            self.weights.drain(first..stop);
+            self.extras.drain(first..stop);
+        }
+    }
+
     fn sessions(&self) -> Vec<(usize, usize)> {
         let n = self.starts.len();
         (0..n).map(|i| (self.starts[i], if i + 1 < n { self.starts[i + 1] } else { self.spins.len() })).collect()
@@ -124,14 +159,14 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
 }
 
 /// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], extras: &[Extra], rules: &SessionRules) -> Vec<usize> {
+pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) -> Vec<usize> {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let mut starts = vec![0];
     let (mut start, mut end) = (spins[0].time, spins[0].time);
-    let mut count = extras[0].counts as i64;
+    let mut count = weights[0] as i64;
     for index in 1..spins.len() {
-        let (time, weight) = (spins[index].time, extras[index].counts as i64);
+        let (time, weight) = (spins[index].time, weights[index] as i64);
         if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
             starts.push(index);
             start = time;
@@ -148,7 +183,7 @@ fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> 
     if all_count || state.extras.is_empty() {
         (stop - first) as i64
     } else {
-        state.extras[first..stop].iter().filter(|extra| extra.counts).count() as i64
+        state.weights[first..stop].iter().map(|&weight| weight as i64).sum()
     }
 }
 
@@ -283,7 +318,7 @@ impl SessionStore {
         let rc: Arc<str> = Arc::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due, extras: Vec::new() });
+        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due, ..Default::default() });
         self.due.push(Reverse((due, rc.clone())));
         self.next_due = self.next_due.min(due);
         self.mark(&rc);
@@ -296,20 +331,18 @@ impl SessionStore {
                         channel: Option<&str>, now: i64, extra: Extra) -> bool {
         let rules = self.rules.clone();
         let weight = extra.counts as i64;
-        let label = label_for(&mut self.labels, None, game, channel);
-        let spin = Spin { time, stake, win, label };
-        let rc: Arc<str> = match self.keys.get_key_value(key) {
+        let rc: Arc<str> = match self.keys.get_key_value_mut(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
                 let due = rules.close_at(time, weight);
                 if time <= closed_end || due <= now {
                     return false;
                 }
+                let label = label_for(&mut self.labels, None, game, channel);
                 let rc: Arc<str> = Arc::from(key);
                 self.closed_ends.remove(key);
-                self.keys.insert(rc.clone(), KeySessions {
-                    spins: vec![spin], starts: vec![0], closed_end, due: 0, extras: vec![extra],
-                });
+                let spins = vec![Spin { time, stake, win, label }];
+                self.keys.insert(rc.clone(), KeySessions::shaped(spins, vec![0], closed_end, vec![extra]));
                 self.schedule(&rc, due);
                 rc
             }
@@ -318,7 +351,11 @@ impl SessionStore {
                 if time <= state.closed_end {
                     return false;
                 }
-                let last = state.spins.last().unwrap().time;
+                let last = state.spins.last().unwrap();
+                // A player's records mostly share the previous one's (game, channel): reuse it.
+                let label = label_for(&mut self.labels, last.label.as_ref(), game, channel);
+                let spin = Spin { time, stake, win, label };
+                let last = last.time;
                 if time >= last {
                     let first = *state.starts.last().unwrap();
                     let count = counting(rules.all_count, state, first, state.spins.len());
@@ -328,29 +365,26 @@ impl SessionStore {
                     if due <= now {
                         return false;
                     }
-                    let state = self.keys.get_mut(key).unwrap();
                     if cut {
                         state.starts.push(state.spins.len());
                     }
-                    state.spins.push(spin);
-                    state.extras.push(extra);
-                    let earlier = due < state.due;
-                    if earlier {
-                        self.schedule(&rc, due);
+                    state.push_shaped(spin, extra);
+                    if due < state.due {
+                        state.due = due;
+                        self.due.push(Reverse((due, rc.clone())));
+                        self.next_due = self.next_due.min(due);
                     }
                 } else {
                     let state = self.keys.get_mut(key).unwrap();
                     let at = state.spins.partition_point(|s| s.time <= time);
-                    state.spins.insert(at, spin);
-                    state.extras.insert(at, extra);
+                    state.insert_shaped(at, spin, extra);
                     let old_starts = std::mem::take(&mut state.starts);
                     state.starts = resweep(&rules, state);
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
                     let first = state.starts[session];
                     let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
                     if rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)) <= now {
-                        state.spins.remove(at);
-                        state.extras.remove(at);
+                        state.remove_shaped(at);
                         state.starts = old_starts;
                         return false;
                     }
@@ -523,10 +557,7 @@ impl SessionStore {
             }
         }
         for &(first, stop) in closing.iter().rev() {
-            state.spins.drain(first..stop);
-            if !state.extras.is_empty() {
-                state.extras.drain(first..stop);
-            }
+            state.drain(first, stop);
         }
         state.starts = starts;
     }
@@ -607,7 +638,7 @@ impl SessionStore {
             self.closed_ends.insert(Arc::from(key), closed_end);
             return;
         }
-        let mut state = KeySessions { spins, starts: Vec::new(), closed_end, due: 0, extras };
+        let mut state = KeySessions::shaped(spins, Vec::new(), closed_end, extras);
         state.starts = if self.shaped { resweep(&self.rules, &state) } else if state.spins.len() == 1 {
             vec![0]
         } else {
@@ -663,6 +694,6 @@ fn resweep(rules: &SessionRules, state: &KeySessions) -> Vec<usize> {
     if rules.all_count {
         sweep(&state.spins, rules, 0, &[], 0)
     } else {
-        weighted_sweep(&state.spins, &state.extras, rules)
+        weighted_sweep(&state.spins, &state.weights, rules)
     }
 }
