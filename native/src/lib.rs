@@ -753,8 +753,8 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
                 }
             }
             if sessions.shaped {
-                msgpack::array(&mut out, state.extras.len());
-                for extra in &state.extras {
+                msgpack::array(&mut out, state.extras().len());
+                for extra in state.extras() {
                     msgpack::array(&mut out, 3);
                     msgpack::boolean(&mut out, extra.counts);
                     match &extra.id {

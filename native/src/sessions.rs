@@ -10,6 +10,8 @@ use std::collections::BinaryHeap;
 use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::output::{session_record, SessionFields};
 use crate::shapes::{states_json, with_aggregates, Aggregate, Extra};
 
@@ -74,13 +76,22 @@ pub struct Spin {
     pub label: Option<Label>,
 }
 
+/// Where a key's open sessions start in its records: most keys have one or two, kept inline.
+pub type Starts = SmallVec<[usize; 2]>;
+
+/// One key's open records and sessions. Small on purpose: a map entry per key with open sessions.
 #[derive(Default)]
 pub struct KeySessions {
     pub spins: Vec<Spin>, // in sweep order (event time, then arrival)
-    pub starts: Vec<usize>,
+    pub starts: Starts,
     pub closed_end: i64,
     due: i64,
-    pub extras: Vec<Extra>, // a shaped store's: one per record, beside `spins`
+    shaped: Option<Box<ShapedRecords>>, // a shaped store's (SPEC 7), beside `spins`
+}
+
+/// A shaped key's records' SPEC 7 data, one per record in `spins` order.
+struct ShapedRecords {
+    extras: Vec<Extra>,
     // `extras[i].counts`, packed: a session's count is summed over these bytes, not over its
     // extras (one cache line for 64 records instead of one per record or two).
     weights: Vec<bool>,
@@ -88,34 +99,49 @@ pub struct KeySessions {
 
 impl KeySessions {
     /// A shaped key's state: its records' extras beside them.
-    pub fn shaped(spins: Vec<Spin>, starts: Vec<usize>, closed_end: i64, extras: Vec<Extra>) -> Self {
+    pub fn shaped(spins: Vec<Spin>, starts: Starts, closed_end: i64, extras: Vec<Extra>) -> Self {
         let weights = extras.iter().map(|extra| extra.counts).collect();
-        KeySessions { spins, starts, closed_end, due: 0, extras, weights }
+        KeySessions { spins, starts, closed_end, due: 0, shaped: Some(Box::new(ShapedRecords { extras, weights })) }
+    }
+
+    pub fn extras(&self) -> &[Extra] {
+        self.shaped.as_ref().map_or(&[], |shaped| &shaped.extras)
+    }
+
+    fn weights(&self) -> &[bool] {
+        self.shaped.as_ref().map_or(&[], |shaped| &shaped.weights)
+    }
+
+    fn shaped_mut(&mut self) -> &mut ShapedRecords {
+        self.shaped.as_mut().expect("a shaped key")
     }
 
     fn push_shaped(&mut self, spin: Spin, extra: Extra) {
         push_spin(&mut self.spins, spin);
-        self.weights.push(extra.counts);
-        self.extras.push(extra);
+        let shaped = self.shaped_mut();
+        shaped.weights.push(extra.counts);
+        shaped.extras.push(extra);
     }
 
     fn insert_shaped(&mut self, at: usize, spin: Spin, extra: Extra) {
         self.spins.insert(at, spin);
-        self.weights.insert(at, extra.counts);
-        self.extras.insert(at, extra);
+        let shaped = self.shaped_mut();
+        shaped.weights.insert(at, extra.counts);
+        shaped.extras.insert(at, extra);
     }
 
     fn remove_shaped(&mut self, at: usize) {
         self.spins.remove(at);
-        self.weights.remove(at);
-        self.extras.remove(at);
+        let shaped = self.shaped_mut();
+        shaped.weights.remove(at);
+        shaped.extras.remove(at);
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
         self.spins.drain(first..stop);
-        if !self.extras.is_empty() {
-            self.weights.drain(first..stop);
-            self.extras.drain(first..stop);
+        if let Some(shaped) = &mut self.shaped {
+            shaped.weights.drain(first..stop);
+            shaped.extras.drain(first..stop);
         }
     }
 
@@ -159,10 +185,10 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
 }
 
 /// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) -> Vec<usize> {
+pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) -> Starts {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
-    let mut starts = vec![0];
+    let mut starts = smallvec![0];
     let (mut start, mut end) = (spins[0].time, spins[0].time);
     let mut count = weights[0] as i64;
     for index in 1..spins.len() {
@@ -180,19 +206,19 @@ pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) ->
 
 /// The records of [first, stop) that count towards event_count and max_events.
 fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> i64 {
-    if all_count || state.extras.is_empty() {
+    if all_count || state.shaped.is_none() {
         (stop - first) as i64
     } else {
-        state.weights[first..stop].iter().map(|&weight| weight as i64).sum()
+        state.weights()[first..stop].iter().map(|&weight| weight as i64).sum()
     }
 }
 
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
-pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Vec<usize> {
+pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Starts {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let gap = rules.gap;
-    let mut starts = vec![begin];
+    let mut starts = smallvec![begin];
     let (mut start, mut end) = (spins[begin].time, spins[begin].time);
     let mut count: i64 = 1;
     for index in begin + 1..spins.len() {
@@ -318,7 +344,7 @@ impl SessionStore {
         let rc: Arc<str> = Arc::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        self.keys.insert(rc.clone(), KeySessions { spins, starts: vec![0], closed_end, due, ..Default::default() });
+        self.keys.insert(rc.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
         self.due.push(Reverse((due, rc.clone())));
         self.next_due = self.next_due.min(due);
         self.mark(&rc);
@@ -342,7 +368,7 @@ impl SessionStore {
                 let rc: Arc<str> = Arc::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
-                self.keys.insert(rc.clone(), KeySessions::shaped(spins, vec![0], closed_end, vec![extra]));
+                self.keys.insert(rc.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, vec![extra]));
                 self.schedule(&rc, due);
                 rc
             }
@@ -408,11 +434,11 @@ impl SessionStore {
         let keep = if at > 0 { old_starts.partition_point(|&s| s <= at - 1) - 1 } else { 0 };
         let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.spins.len() - 1 };
         if 0 < at && old_starts[keep] < at && at < stop && ((stop - old_starts[keep]) as i64) < max_events {
-            let mut starts = old_starts[..=keep].to_vec();
+            let mut starts = Starts::from_slice(&old_starts[..=keep]);
             starts.extend(old_starts[keep + 1..].iter().map(|first| first + 1));
             state.starts = starts;
         } else {
-            let mut starts = old_starts[..keep].to_vec();
+            let mut starts = Starts::from_slice(&old_starts[..keep]);
             starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1));
             state.starts = starts;
         }
@@ -547,7 +573,7 @@ impl SessionStore {
         let total = state.spins.len();
         let closed_starts: std::collections::HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
         let mut removed = 0;
-        let mut starts = Vec::new();
+        let mut starts = Starts::new();
         for (index, &first) in state.starts.iter().enumerate() {
             if closed_starts.contains(&first) {
                 let stop = if index + 1 < state.starts.len() { state.starts[index + 1] } else { total };
@@ -597,7 +623,7 @@ impl SessionStore {
         });
         if self.shaped {
             let mut states: Vec<_> = self.aggregates.iter().map(Aggregate::empty).collect();
-            for (spin, extra) in state.spins[first..stop].iter().zip(&state.extras[first..stop]) {
+            for (spin, extra) in state.spins[first..stop].iter().zip(&state.extras()[first..stop]) {
                 for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(extra.values.iter()) {
                     if let Some(value) = value {
                         aggregate.add(state, value, spin.time);
@@ -638,9 +664,13 @@ impl SessionStore {
             self.closed_ends.insert(Arc::from(key), closed_end);
             return;
         }
-        let mut state = KeySessions::shaped(spins, Vec::new(), closed_end, extras);
+        let mut state = if self.shaped {
+            KeySessions::shaped(spins, Starts::new(), closed_end, extras)
+        } else {
+            KeySessions { spins, closed_end, ..Default::default() }
+        };
         state.starts = if self.shaped { resweep(&self.rules, &state) } else if state.spins.len() == 1 {
-            vec![0]
+            smallvec![0]
         } else {
             sweep(&state.spins, &self.rules, 0, &[], 0)
         };
@@ -690,10 +720,10 @@ fn close_time(rules: &SessionRules, state: &KeySessions) -> i64 {
 }
 
 /// A shaped key's session starts, from scratch (as the Python core's `_resweep`).
-fn resweep(rules: &SessionRules, state: &KeySessions) -> Vec<usize> {
+fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
     if rules.all_count {
         sweep(&state.spins, rules, 0, &[], 0)
     } else {
-        weighted_sweep(&state.spins, &state.weights, rules)
+        weighted_sweep(&state.spins, state.weights(), rules)
     }
 }
