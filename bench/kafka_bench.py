@@ -404,8 +404,8 @@ def bytes_per_session_native() -> dict:
     """The compiled core's memory for the same 100k open sessions: the process's RSS growth
     (its state lives outside Python's allocator, so tracemalloc cannot see it)."""
     done = subprocess.run([sys.executable, "-c", NATIVE_STATE], capture_output=True, check=True, text=True)
-    # The same with freed pages given back to the OS at once: the state itself, without the pages
-    # that growing vectors and tables freed on the way (kept by default for speed, reused later).
+    # The same with freed pages given back to the OS at once, not after the core's 100 ms: the state
+    # itself, without pages that growing vectors and tables freed just before the measure.
     live = subprocess.run([sys.executable, "-c", NATIVE_STATE], capture_output=True, check=True, text=True,
                           env={**os.environ, "MIMALLOC_PURGE_DELAY": "0"})
     return {"native_bytes_per_open_session_5_spins": round(float(done.stdout.strip())),

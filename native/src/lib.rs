@@ -803,12 +803,14 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Freed pages stay with mimalloc for the next window or session instead of going back to the
-    // OS after 10 ms, and in 4 KiB pages, not transparent huge ones: windows and sessions close
-    // and open all the time, and faulting pages in again, 2 MiB zeroed by the kernel at a time,
-    // cost a fifth to a third of a replay's time. Peak RSS is what a deployment sizes for either
-    // way. An operator's MIMALLOC_PURGE_DELAY / MIMALLOC_ALLOW_THP still win.
-    for (option, name, value) in [(MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1),
+    // Pages in 4 KiB, not transparent huge ones: windows and sessions close and open all the time,
+    // and faulting pages in again, 2 MiB zeroed by the kernel at a time, cost a fifth to a third of
+    // a replay's time. Freed pages go back to the OS after 100 ms, not mimalloc's 10 ms (pages freed
+    // and wanted again at once stay) nor never (RSS then keeps every page that a growing vector or
+    // table ever freed: 545 instead of 449 bytes per open session in make bench-kafka's state
+    // script, for 20 % more minor faults in a replay, a few ms). An operator's MIMALLOC_PURGE_DELAY
+    // / MIMALLOC_ALLOW_THP still win.
+    for (option, name, value) in [(MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 100),
                                   (MI_OPTION_ALLOW_THP, "MIMALLOC_ALLOW_THP", 0)] {
         if std::env::var_os(name).is_none() {
             // SAFETY: sets one integer option; mimalloc reads it when it next needs it.
