@@ -13,7 +13,6 @@ mod sessions;
 mod shapes;
 mod windows;
 
-use std::sync::Arc;
 
 use compact_str::CompactString;
 
@@ -22,6 +21,7 @@ use compact_str::CompactString;
 pub type HashMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
 pub type HashSet<K> = hashbrown::HashSet<K, ahash::RandomState>;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -29,7 +29,7 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
-use sessions::{SessionRules, SessionStore, Spin, NO_CLOSED_END};
+use sessions::{Key, SessionRules, SessionStore, Spin, NO_CLOSED_END};
 use shapes::{Aggregate, Extra, IdRegistry, Kind, Value};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
@@ -189,7 +189,7 @@ impl Engine {
     }
 
     /// Each output's final records not yet drained, sessions first.
-    fn outputs(&mut self) -> Vec<&mut Vec<(Arc<str>, Vec<u8>)>> {
+    fn outputs(&mut self) -> Vec<&mut Vec<(Key, Vec<u8>)>> {
         let sessions = self.sessions.iter_mut().map(|sessions| &mut sessions.out);
         sessions.chain(self.rolling.iter_mut().map(|rolling| &mut rolling.store.out)).collect()
     }
@@ -265,8 +265,15 @@ impl Engine {
     /// `start` to `stop`, until a line needs Python: (where it begins, where it ends, lines passed,
     /// that one included, FALLBACK or LATE); or (stop, stop, lines passed, DONE). Blank lines are
     /// passed over. The same lines as a file's `readlines()`, without making them Python objects.
-    fn feed_text(&mut self, text: &[u8], start: usize, stop: usize) -> PyResult<(usize, usize, usize, u8)> {
-        let text = text.get(..stop).ok_or_else(|| PyValueError::new_err("stop is past the text's end"))?;
+    /// `text` is any contiguous buffer of bytes (replay reads its input into one reused bytearray).
+    fn feed_text(&mut self, text: PyBuffer<u8>, start: usize, stop: usize) -> PyResult<(usize, usize, usize, u8)> {
+        if !text.is_c_contiguous() {
+            return Err(PyValueError::new_err("the text must be a contiguous buffer"));
+        }
+        // SAFETY: a readable, contiguous buffer of `len_bytes` bytes, kept alive by `text`; nothing
+        // in this call runs Python code, so it cannot change while it is read.
+        let all = unsafe { std::slice::from_raw_parts(text.buf_ptr() as *const u8, text.len_bytes()) };
+        let text = all.get(..stop).ok_or_else(|| PyValueError::new_err("stop is past the text's end"))?;
         let mut at = start;
         let mut lines = 0;
         while at < text.len() {
@@ -456,14 +463,14 @@ impl Engine {
     fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
         let Some(sessions) = &mut self.sessions else { return Vec::new() };
         // taken, not drained: a set that once held every key would keep its table for good
-        let mut keys: Vec<Arc<str>> = std::mem::take(&mut sessions.changed).into_iter().collect();
+        let mut keys: Vec<Key> = std::mem::take(&mut sessions.changed).into_iter().collect();
         keys.sort();
         keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
 
     fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
         let Some(sessions) = &self.sessions else { return Vec::new() };
-        let mut keys: Vec<&Arc<str>> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
+        let mut keys: Vec<&Key> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
         keys.sort();
         keys.into_iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
     }
@@ -473,7 +480,7 @@ impl Engine {
     fn take_window_changes<'py>(&mut self, py: Python<'py>, index: usize)
                                 -> PyResult<Vec<(String, Option<Bound<'py, PyBytes>>)>> {
         let store = &mut self.rolling[index].store;
-        let mut changed: Vec<(i64, Arc<str>)> = std::mem::take(&mut store.changed).into_iter().collect();
+        let mut changed: Vec<(i64, Key)> = std::mem::take(&mut store.changed).into_iter().collect();
         changed.sort();
         changed
             .into_iter()
@@ -487,7 +494,7 @@ impl Engine {
 
     fn all_window_states<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Vec<(String, Bound<'py, PyBytes>)>> {
         let store = &self.rolling[index].store;
-        let mut all: Vec<(i64, &Arc<str>, &Totals)> = store
+        let mut all: Vec<(i64, &Key, &Totals)> = store
             .buckets
             .iter()
             .flat_map(|(&start, bucket)| bucket.iter().map(move |(group, totals)| (start, group, totals)))

@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use smallvec::{smallvec, SmallVec};
 
 use crate::output::{session_record, SessionFields};
@@ -24,6 +25,9 @@ pub const MAX_DURATION: &str = "max_duration";
 pub const END_OF_INPUT: &str = "end_of_input";
 
 pub type Label = Arc<(Option<Box<str>>, Option<Box<str>>)>;
+/// A key (player id, or a window's group) as the stores keep it: inline when up to 24 bytes, so
+/// that finding it in a map, the close-time heap or an output needs no second cache line.
+pub type Key = CompactString;
 
 #[derive(Clone)]
 pub struct SessionRules {
@@ -240,19 +244,19 @@ pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize]
 
 pub struct SessionStore {
     pub rules: SessionRules,
-    pub keys: HashMap<Arc<str>, KeySessions>,
-    pub closed_ends: HashMap<Arc<str>, i64>,
-    due: BinaryHeap<Reverse<(i64, Arc<str>)>>,
-    forget: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    pub keys: HashMap<Key, KeySessions>,
+    pub closed_ends: HashMap<Key, i64>,
+    due: BinaryHeap<Reverse<(i64, Key)>>,
+    forget: BinaryHeap<Reverse<(i64, Key)>>,
     pub next_due: i64,
     labels: HashMap<(Option<Box<str>>, Option<Box<str>>), Label>,
     pub track_changes: bool,
-    pub changed: HashSet<Arc<str>>,
+    pub changed: HashSet<Key>,
     max_events: i64,
     max_duration: i64,
     event_name: Vec<u8>,
     stamp_end: bool,
-    pub out: Vec<(Arc<str>, Vec<u8>)>,
+    pub out: Vec<(Key, Vec<u8>)>,
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
 }
@@ -280,7 +284,7 @@ impl SessionStore {
         }
     }
 
-    fn mark(&mut self, key: &Arc<str>) {
+    fn mark(&mut self, key: &Key) {
         if self.track_changes {
             self.changed.insert(key.clone());
         }
@@ -341,7 +345,7 @@ impl SessionStore {
             return false;
         }
         let label = label_for(&mut self.labels, None, game, channel);
-        let rc: Arc<str> = Arc::from(key);
+        let rc: Key = Key::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
         self.keys.insert(rc.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
@@ -357,7 +361,7 @@ impl SessionStore {
                         channel: Option<&str>, now: i64, extra: Extra) -> bool {
         let rules = self.rules.clone();
         let weight = extra.counts as i64;
-        let rc: Arc<str> = match self.keys.get_key_value_mut(key) {
+        let rc: Key = match self.keys.get_key_value_mut(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
                 let due = rules.close_at(time, weight);
@@ -365,7 +369,7 @@ impl SessionStore {
                     return false;
                 }
                 let label = label_for(&mut self.labels, None, game, channel);
-                let rc: Arc<str> = Arc::from(key);
+                let rc: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
                 self.keys.insert(rc.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, vec![extra]));
@@ -423,7 +427,7 @@ impl SessionStore {
         true
     }
 
-    fn insert_out_of_order(&mut self, key: &Arc<str>, time: i64, stake: i64, win: i64, label: Option<Label>,
+    fn insert_out_of_order(&mut self, key: &Key, time: i64, stake: i64, win: i64, label: Option<Label>,
                            now: i64) -> bool {
         let rules = self.rules.clone();
         let max_events = self.max_events;
@@ -497,7 +501,7 @@ impl SessionStore {
     }
 
     pub fn close_all(&mut self) {
-        let mut keys: Vec<Arc<str>> = self.keys.keys().cloned().collect();
+        let mut keys: Vec<Key> = self.keys.keys().cloned().collect();
         keys.sort();
         for key in keys {
             let sessions = self.keys[&key].sessions();
@@ -512,7 +516,7 @@ impl SessionStore {
         self.next_due = NEVER;
     }
 
-    fn settle(&mut self, key: &Arc<str>, now: i64) {
+    fn settle(&mut self, key: &Key, now: i64) {
         let rules = self.rules.clone();
         let state = &self.keys[key];
         if state.starts.len() == 1 {
@@ -547,7 +551,7 @@ impl SessionStore {
         }
     }
 
-    fn drop_empty(&mut self, key: &Arc<str>, now: i64) {
+    fn drop_empty(&mut self, key: &Key, now: i64) {
         let state = self.keys.remove(key).unwrap();
         if state.closed_end == NO_CLOSED_END {
             return;
@@ -565,7 +569,7 @@ impl SessionStore {
     }
 
     /// Emit the given sessions and drop their records (not at end of input: see close_all).
-    fn close_sessions(&mut self, key: &Arc<str>, closing: &[(usize, usize)]) {
+    fn close_sessions(&mut self, key: &Key, closing: &[(usize, usize)]) {
         for &(first, stop) in closing {
             self.emit_session(key, first, stop, false);
         }
@@ -588,7 +592,7 @@ impl SessionStore {
         state.starts = starts;
     }
 
-    fn emit_session(&mut self, key: &Arc<str>, first: usize, stop: usize, end_of_input: bool) {
+    fn emit_session(&mut self, key: &Key, first: usize, stop: usize, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
         let count = counting(self.rules.all_count, state, first, stop) as usize;
         let (start, end) = (state.spins[first].time, state.spins[stop - 1].time);
@@ -638,7 +642,7 @@ impl SessionStore {
         }
     }
 
-    fn schedule(&mut self, key: &Arc<str>, due: i64) {
+    fn schedule(&mut self, key: &Key, due: i64) {
         self.keys.get_mut(key).unwrap().due = due;
         self.due.push(Reverse((due, key.clone())));
         if due < self.next_due {
@@ -661,7 +665,7 @@ impl SessionStore {
         };
         if spins.is_empty() {
             self.keys.remove(key);
-            self.closed_ends.insert(Arc::from(key), closed_end);
+            self.closed_ends.insert(Key::from(key), closed_end);
             return;
         }
         let mut state = if self.shaped {
@@ -678,7 +682,7 @@ impl SessionStore {
         match self.keys.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut held) => *held.get_mut() = state,
             hashbrown::hash_map::EntryRef::Vacant(free) => {
-                free.insert_with_key(Arc::from(key), state);
+                free.insert_with_key(Key::from(key), state);
             }
         }
     }

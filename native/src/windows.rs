@@ -8,7 +8,7 @@ use hashbrown::hash_map::EntryRef;
 use std::sync::Arc;
 
 use crate::output::{json_time, window_record};
-use crate::sessions::NEVER;
+use crate::sessions::{Key, NEVER};
 use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, State, Value};
 
 pub const ADDED: u8 = 0;
@@ -40,13 +40,13 @@ pub struct WindowStore {
     size: i64,
     advance: i64,
     grace: i64,
-    pub buckets: HashMap<i64, HashMap<Arc<str>, Totals>>, // start -> group -> totals
+    pub buckets: HashMap<i64, HashMap<Key, Totals>>, // start -> group -> totals
     starts: BinaryHeap<Reverse<i64>>,
     pub next_due: i64,
     pub track_changes: bool,
-    pub changed: HashSet<(i64, Arc<str>)>,
+    pub changed: HashSet<(i64, Key)>,
     event_name: Vec<u8>,
-    pub out: Vec<(Arc<str>, Vec<u8>)>,
+    pub out: Vec<(Key, Vec<u8>)>,
     last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
     pub shaped: bool,
     pub aggregates: Arc<[Aggregate]>, // shared: a record's window totals borrow the store while they take its values
@@ -147,7 +147,7 @@ impl WindowStore {
             }
             HashMap::with_capacity_and_hasher(capacity, Default::default())
         });
-        // One lookup; the changes set shares the map's own Arc of the group, not a new string.
+        // One lookup; the changes set gets a copy of the map's key (inline when short).
         let totals = match bucket.entry_ref(group) {
             EntryRef::Occupied(entry) => {
                 if self.track_changes {
@@ -156,7 +156,7 @@ impl WindowStore {
                 entry.into_mut()
             }
             EntryRef::Vacant(entry) => {
-                let shared: Arc<str> = Arc::from(group);
+                let shared: Key = Key::from(group);
                 if self.track_changes {
                     self.changed.insert((start, shared.clone()));
                 }
@@ -191,7 +191,7 @@ impl WindowStore {
         let end = start + self.size;
         let bucket = self.buckets.remove(&start).unwrap_or_default();
         self.last_closed_groups = bucket.len();
-        let mut groups: Vec<(Arc<str>, Totals)> = bucket.into_iter().collect();
+        let mut groups: Vec<(Key, Totals)> = bucket.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut start_text = Vec::with_capacity(19);
         json_time(&mut start_text, start);
@@ -229,7 +229,7 @@ impl WindowStore {
                 }
             }
             Some(totals) => {
-                self.buckets.entry(start).or_default().insert(Arc::from(group), totals);
+                self.buckets.entry(start).or_default().insert(Key::from(group), totals);
             }
         }
     }

@@ -90,7 +90,27 @@ def test_replay_of_many_batches_equals_the_core_in_one_go(tmp_path):
     for topic in TOPICS:
         got = (tmp_path / "out" / f"{topic}.jsonl").read_bytes().splitlines()
         assert got == [value for _, value in expected.get(topic, [])]
-    assert len(expected["xp-session-events"]) > 500
+    assert len(expected["xp-session-events"]) > 250
+
+
+@pytest.mark.parametrize("tail", [b"", b'{"last":"line without an end"}'])
+def test_input_chunks_are_whole_lines_even_past_the_buffer(monkeypatch, tail):
+    """The reused read buffer: every chunk ends at a line end, a line longer than the buffer
+    makes it grow, and the last line may have no end; together they are the input, byte for byte."""
+    import io
+
+    from sessionizer import replay as replay_module
+
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", 64)
+    lines = [b'{"n":%d}' % n for n in range(40)] + [b'{"long":"' + b"x" * 500 + b'"}'] + [b'{"n":1}'] * 5
+    data = b"\n".join(lines) + b"\n" + tail
+    seen = []
+    for text, stop in replay_module._chunks(io.BytesIO(data), "in.jsonl"):
+        chunk = bytes(text[:stop])
+        assert chunk.endswith(b"\n") or chunk == tail
+        seen.append(chunk)
+    assert b"".join(seen) == data
+    assert len(seen) > 3
 
 
 def test_every_topic_gets_a_file_even_when_empty(tmp_path, simple_config):

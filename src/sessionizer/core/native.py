@@ -144,14 +144,14 @@ class NativePartition:
         if outcome:
             self._follow_up(outcome, raw, source, kafka_timestamp)
 
-    def feed_text(self, text: bytes, stop: int, label: str, first_line: int) -> int:
+    def feed_text(self, text: bytes | bytearray, stop: int, label: str, first_line: int) -> int:
         engine, at, line = self._engine, 0, first_line
         while True:
             begin, at, lines, outcome = engine.feed_text(text, at, stop)
             line += lines
             if not outcome:
                 return line - first_line
-            self._follow_up(outcome, replay_record(text[begin:at]), (label, line - 1), None)
+            self._follow_up(outcome, replay_record(bytes(text[begin:at])), (label, line - 1), None)
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
                       with_timestamp: bool) -> tuple[int, int, int]:

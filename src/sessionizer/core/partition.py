@@ -167,7 +167,7 @@ class Partition:
                 error, why = window_lateness(partially=outcome != LATE)
                 self._dead_letter(error, _late_detail(time, now, store.name, why), store.name, raw, source, key)
 
-    def feed_text(self, text: bytes, stop: int, label: str, first_line: int) -> int:
+    def feed_text(self, text: bytes | bytearray, stop: int, label: str, first_line: int) -> int:
         """Whole lines of a replay file, `text[:stop]` (each line ending in a line feed, but maybe the
         file's last), the first being line `first_line` of `label`; how many lines that was. Blank
         lines are passed over."""
