@@ -443,7 +443,7 @@ impl<'a> Reader<'a> {
 
     /// A string: borrowed from the text unless it has escapes (the usual case, inlined: every name
     /// and most values of a record go through here).
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>, ()> {
         self.expect(b'"')?;
         let start = self.at;
