@@ -53,6 +53,17 @@ impl PathNode {
         self.mask
     }
 
+    /// The child named `name`. Names are short: compared in line, not by a memcmp call each.
+    #[inline(always)]
+    fn child(&self, name: &str) -> Option<&PathNode> {
+        let name = name.as_bytes();
+        let same = |part: &[u8]| {
+            part.len() == name.len()
+                && if name.len() <= 16 { part.iter().zip(name).all(|(a, b)| a == b) } else { part == name }
+        };
+        self.children.iter().find(|(part, _)| same(part.as_bytes())).map(|(_, child)| child)
+    }
+
     fn clear(&self, values: &mut [Token]) {
         for &slot in &self.slots {
             values[slot] = Token::Absent;
@@ -337,7 +348,7 @@ impl<'a> Reader<'a> {
                     self.space();
                     self.expect(b':')?;
                     self.space();
-                    let child = node.and_then(|n| n.children.iter().find(|(part, _)| **part == *name)).map(|(_, c)| c);
+                    let child = node.and_then(|n| n.child(&name));
                     if let Some(child) = child {
                         if self.filled & child.mask != 0 {
                             child.clear(values); // a repeated name: the last one wins, as in Python
