@@ -13,7 +13,6 @@ mod sessions;
 mod shapes;
 mod windows;
 
-
 use compact_str::CompactString;
 
 /// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding),

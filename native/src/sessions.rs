@@ -299,13 +299,13 @@ impl SessionStore {
     pub fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
                  now: i64) -> bool {
         // The common case first, in one lookup: a key with open records, this one not older than its last.
-        if let Some((rc, state)) = self.keys.get_key_value_mut(key) {
+        if let Some((owned, state)) = self.keys.get_key_value_mut(key) {
             if time <= state.closed_end {
                 return false;
             }
             let last = state.spins.last().unwrap();
             if time < last.time {
-                let key = rc.clone();
+                let key = owned.clone();
                 let label = label_for(&mut self.labels, None, game, channel);
                 if !self.insert_out_of_order(&key, time, stake, win, label, now) {
                     return false;
@@ -330,11 +330,11 @@ impl SessionStore {
             push_spin(&mut state.spins, Spin { time, stake, win, label });
             if due < state.due {
                 state.due = due;
-                self.due.push(Reverse((due, rc.clone())));
+                self.due.push(Reverse((due, owned.clone())));
                 self.next_due = self.next_due.min(due);
             }
             if self.track_changes {
-                self.changed.insert(rc.clone());
+                self.changed.insert(owned.clone());
             }
             return true;
         }
@@ -345,13 +345,13 @@ impl SessionStore {
             return false;
         }
         let label = label_for(&mut self.labels, None, game, channel);
-        let rc: Key = Key::from(key);
+        let owned: Key = Key::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        self.keys.insert(rc.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
-        self.due.push(Reverse((due, rc.clone())));
+        self.keys.insert(owned.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
+        self.due.push(Reverse((due, owned.clone())));
         self.next_due = self.next_due.min(due);
-        self.mark(&rc);
+        self.mark(&owned);
         true
     }
 
@@ -361,7 +361,7 @@ impl SessionStore {
                         channel: Option<&str>, now: i64, extra: Extra) -> bool {
         let rules = self.rules.clone();
         let weight = extra.counts as i64;
-        let rc: Key = match self.keys.get_key_value_mut(key) {
+        let owned: Key = match self.keys.get_key_value_mut(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
                 let due = rules.close_at(time, weight);
@@ -369,15 +369,15 @@ impl SessionStore {
                     return false;
                 }
                 let label = label_for(&mut self.labels, None, game, channel);
-                let rc: Key = Key::from(key);
+                let owned: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
-                self.keys.insert(rc.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, vec![extra]));
-                self.schedule(&rc, due);
-                rc
+                self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, vec![extra]));
+                self.schedule(&owned, due);
+                owned
             }
-            Some((rc, state)) => {
-                let rc = rc.clone();
+            Some((owned, state)) => {
+                let owned = owned.clone();
                 if time <= state.closed_end {
                     return false;
                 }
@@ -401,11 +401,10 @@ impl SessionStore {
                     state.push_shaped(spin, extra);
                     if due < state.due {
                         state.due = due;
-                        self.due.push(Reverse((due, rc.clone())));
+                        self.due.push(Reverse((due, owned.clone())));
                         self.next_due = self.next_due.min(due);
                     }
                 } else {
-                    let state = self.keys.get_mut(key).unwrap();
                     let at = state.spins.partition_point(|s| s.time <= time);
                     state.insert_shaped(at, spin, extra);
                     let old_starts = std::mem::take(&mut state.starts);
@@ -418,12 +417,12 @@ impl SessionStore {
                         state.starts = old_starts;
                         return false;
                     }
-                    self.settle(&rc, now);
+                    self.settle(&owned, now);
                 }
-                rc
+                owned
             }
         };
-        self.mark(&rc);
+        self.mark(&owned);
         true
     }
 
