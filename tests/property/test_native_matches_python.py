@@ -99,7 +99,8 @@ jobs = st.builds(
         sessions=SessionOutput("s", sessions) if sessions else None,
         rolling=tuple(RollingOutput(f"r{i}", rules, group_by="value.game_code" if by_game and i == 0 else None)
                       for i, rules in enumerate(rolling)) or (RollingOutput("r0", WindowRules(1000, 1000)),)),
-    st.sampled_from([(), ("spin",)]),
+    # many names: the compiled core then finds a record's type through a map, not a short list
+    st.sampled_from([(), ("spin",), ("spin", *(f"other-{n}" for n in range(12)))]),
     st.none() | st.builds(SessionRules, gap=st.integers(0, 3000), grace=st.integers(0, 2000),
                           max_duration=st.none() | st.integers(0, 5000), max_events=st.none() | st.integers(1, 4)),
     st.lists(st.builds(lambda advance, n, grace: WindowRules(advance * n, advance, grace),
