@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -101,15 +102,16 @@ def check_state(admin: AdminClient, settings: RunSettings, partitions: int, exis
     reader.poll(0)  # serves an `oauth_cb`: without a token the client never connects (as new_admin)
     try:
         _check_state(admin, reader, settings, partitions, existing, changelogs,
-                     committed_offsets(reader, input_topic, partitions, timeout), timeout)
+                     lambda: committed_offsets(reader, input_topic, partitions, timeout), timeout)
     finally:
         reader.close()
 
 
 def _check_state(admin: AdminClient, reader: Consumer, settings: RunSettings, partitions: int,
-                 existing: dict[str, int], changelogs: list[str], committed: dict[int, TopicPartition],
-                 timeout: float) -> None:
+                 existing: dict[str, int], changelogs: list[str],
+                 ask_committed: Callable[[], dict[int, TopicPartition]], timeout: float) -> None:
     input_topic, group = settings.input_topic, settings.group_id
+    committed = ask_committed()
     reset = (f"stop every `sessionizer run` of group {group!r}, delete its changelog topics "
              f"({', '.join(changelogs)}) and its committed offsets (kafka-consumer-groups --delete-offsets "
              f"--group {group} --topic {input_topic}), then start again; or use a new kafka.group_id")
@@ -143,11 +145,17 @@ def _check_state(admin: AdminClient, reader: Consumer, settings: RunSettings, pa
         ends = end_offsets(admin, topic, list(range(partitions)), timeout)
         orphans = [p for p, end in ends.items() if end > 0 and p not in committed]
         if orphans and has_committed_records(reader, topic, orphans, timeout):
-            raise StateMismatch(
-                f"changelog topic {topic!r} holds state for input partitions without a committed offset of group "
-                f"{group!r} on {input_topic!r}: the input topic was recreated, or the group's offsets were deleted "
-                f"or expired (offsets.retention.minutes), so the state belongs to records the job would not resume "
-                f"after. To start over from empty state: {reset}")
+            # Another process of the group may have committed its first transaction after the offsets
+            # were read: its changelog records became visible, and its offsets with them. So ask again
+            # (a commit still pending answers UNSTABLE_OFFSET_COMMIT: raised, and the check is retried).
+            committed = ask_committed()
+            orphans = [p for p in orphans if p not in committed]
+            if orphans and has_committed_records(reader, topic, orphans, timeout):
+                raise StateMismatch(
+                    f"changelog topic {topic!r} holds state for input partitions without a committed offset of "
+                    f"group {group!r} on {input_topic!r}: the input topic was recreated, or the group's offsets were "
+                    f"deleted or expired (offsets.retention.minutes), so the state belongs to records the job would "
+                    f"not resume after. To start over from empty state: {reset}")
 
 
 def has_committed_records(consumer: Consumer, topic: str, partitions: list[int], timeout: float) -> bool:
