@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use compact_str::{CompactString, ToCompactString};
 
 use crate::output::{days_from_civil, json_string};
-use crate::shapes::{Kind, Value};
+use crate::shapes::{Kind, Value, Values};
 use crate::HashMap;
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
@@ -279,7 +279,7 @@ pub struct Event<'a> {
 pub struct ShapedPart<'a> {
     pub counts: bool,
     pub id: Option<Cow<'a, str>>,
-    pub values: Vec<Option<Value>>,
+    pub values: Values,
 }
 
 pub enum Decoded<'a> {
@@ -784,7 +784,7 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
                     None => return Decoded::Fallback, // not a record id: Python names it
                 },
             };
-            let mut read = Vec::with_capacity(shape.aggregates.len());
+            let mut read = Values::with_capacity(shape.aggregates.len());
             for (index, aggregate) in shape.aggregates.iter().enumerate() {
                 let feeds = !aggregate.typed || meaning.is_some_and(|m| m.feeds[index]);
                 read.push(if !feeds {

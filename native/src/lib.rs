@@ -28,8 +28,8 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
-use sessions::{Key, SessionRules, SessionStore, Spin, NO_CLOSED_END};
-use shapes::{Aggregate, Extra, IdRegistry, Kind, Value};
+use sessions::{Key, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
+use shapes::{Aggregate, IdRegistry, Kind, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -45,7 +45,10 @@ struct Rolling {
     group: Option<usize>, // index into Fields::groups; None: the input key
 }
 
-#[pyclass]
+/// `unsendable`: the stores share ids and labels by `Rc` (an atomic count per record cost more
+/// than the record's other bookkeeping). One partition's engine lives on the thread that made it
+/// (the runtime's main loop); another thread's call raises instead of racing.
+#[pyclass(unsendable)]
 pub struct Engine {
     fields: Fields,
     sessions: Option<SessionStore>,
@@ -85,7 +88,7 @@ impl Engine {
             }
             Decoded::Fallback => return FALLBACK,
         };
-        let groups: Vec<Option<&str>> = self
+        let groups: smallvec::SmallVec<[Option<&str>; 4]> = self // in line: no allocation per record
             .rolling
             .iter()
             .map(|r| Some(r.group.map_or(&*event.key, |index| &*event.groups[index])))
@@ -129,7 +132,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
-                        mut values: Vec<Option<Value>>) -> u8 {
+                        mut values: Values) -> u8 {
         let held = match record_id { // (key, id) as the registry shares them
             None => None,
             Some(id) => match self.ids.take(key, id) {
@@ -149,15 +152,9 @@ impl Engine {
         self.late.clear();
         let mut at = 0;
         if let Some(sessions) = &mut self.sessions {
-            let count = sessions.aggregates.len();
-            let mine = if count == values.len() {
-                std::mem::take(&mut values).into_boxed_slice() // all of them (no rolling aggregates): no copy
-            } else {
-                at = count;
-                values[..count].to_vec().into_boxed_slice()
-            };
-            let extra = Extra { counts, id: held.clone(), values: mine };
-            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, extra) {
+            at = sessions.aggregates.len();
+            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held.clone(),
+                                      &mut values[..at]) {
                 self.late.push((0, windows::LATE));
             }
         }
@@ -362,7 +359,7 @@ impl Engine {
             return Err(PyValueError::new_err("one group per rolling aggregation"));
         }
         let values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
-            .collect::<PyResult<Vec<Option<Value>>>>()?;
+            .collect::<PyResult<Values>>()?;
         let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
         Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, values))
     }
@@ -621,7 +618,7 @@ impl Engine {
 
     /// A session state as `session_state` writes it: (closed end, times, amounts, labels), and a
     /// shaped job's extras as a fifth item (a state written before the job was shaped has none).
-    fn read_session_state(&mut self, key: &str, bytes: &[u8]) -> Option<(i64, Vec<Spin>, Vec<Extra>)> {
+    fn read_session_state(&mut self, key: &str, bytes: &[u8]) -> Option<(i64, Vec<Spin>, ShapedRecords)> {
         let sessions = self.sessions.as_mut()?;
         let mut r = msgpack::Reader::new(bytes);
         let items = r.array()?;
@@ -649,25 +646,37 @@ impl Engine {
             };
             spins.push(Spin { time: word(times, i), stake: word(amounts, 2 * i), win: word(amounts, 2 * i + 1), label });
         }
-        let mut extras = Vec::new();
+        let stride = sessions.aggregates.len();
+        let mut records = ShapedRecords::new(stride);
         if items == 5 {
             if r.array()? != count {
                 return None;
             }
+            let mut values = Values::new();
             for _ in 0..count {
                 if r.array()? != 3 {
                     return None;
                 }
                 let counts = r.boolean()?;
                 let id = r.optional_str()?.map(|id| self.ids.shared(key, id));
-                let values = (0..r.array()?).map(|_| shapes::read_value(&mut r)).collect::<Option<Vec<_>>>()?;
-                extras.push(Extra { counts, id, values: values.into_boxed_slice() });
+                let written = r.array()?;
+                if written > stride {
+                    return None; // more values than aggregates: not this job's state
+                }
+                values.clear();
+                for _ in 0..written {
+                    values.push(shapes::read_value(&mut r)?);
+                }
+                values.resize(stride, None); // fewer: aggregates added since, nothing for them yet
+                records.push(counts, id, &mut values);
             }
         } else if sessions.shaped {
-            let plain = Extra { counts: true, id: None, values: vec![None; sessions.aggregates.len()].into_boxed_slice() };
-            extras = vec![plain; count];
+            let mut nothing: Values = smallvec::smallvec![None; stride];
+            for _ in 0..count { // a state written before the job was shaped
+                records.push(true, None, &mut nothing);
+            }
         }
-        r.done().then_some((closed_end, spins, extras))
+        r.done().then_some((closed_end, spins, records))
     }
 }
 
@@ -758,17 +767,17 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
                     }
                 }
             }
-            if sessions.shaped {
-                msgpack::array(&mut out, state.extras().len());
-                for extra in state.extras() {
+            if let (true, Some(records)) = (sessions.shaped, state.records()) {
+                msgpack::array(&mut out, records.weights.len());
+                for (index, (counts, id)) in records.weights.iter().zip(&records.ids).enumerate() {
                     msgpack::array(&mut out, 3);
-                    msgpack::boolean(&mut out, extra.counts);
-                    match &extra.id {
+                    msgpack::boolean(&mut out, *counts);
+                    match id {
                         None => msgpack::nil(&mut out),
                         Some(held) => msgpack::str(&mut out, held.id()),
                     }
-                    msgpack::array(&mut out, extra.values.len());
-                    for value in extra.values.iter() {
+                    msgpack::array(&mut out, records.stride);
+                    for value in records.values_of(index) {
                         shapes::write_value(&mut out, value);
                     }
                 }

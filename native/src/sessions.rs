@@ -8,13 +8,13 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::{HashMap, HashSet};
-use std::sync::Arc;
+use std::rc::Rc;
 
 use compact_str::CompactString;
 use smallvec::{smallvec, SmallVec};
 
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{states_json, with_aggregates, Aggregate, Extra};
+use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, Value};
 
 pub const NEVER: i64 = 1 << 62;
 pub const NO_CLOSED_END: i64 = -1;
@@ -24,7 +24,7 @@ pub const INACTIVITY: &str = "inactivity";
 pub const MAX_DURATION: &str = "max_duration";
 pub const END_OF_INPUT: &str = "end_of_input";
 
-pub type Label = Arc<(Option<Box<str>>, Option<Box<str>>)>;
+pub type Label = Rc<(Option<Box<str>>, Option<Box<str>>)>;
 /// A key (player id, or a window's group) as the stores keep it: inline when up to 24 bytes, so
 /// that finding it in a map, the close-time heap or an output needs no second cache line.
 pub type Key = CompactString;
@@ -93,23 +93,43 @@ pub struct KeySessions {
     shaped: Option<Box<ShapedRecords>>, // a shaped store's (SPEC 7), beside `spins`
 }
 
-/// A shaped key's records' SPEC 7 data, one per record in `spins` order.
-struct ShapedRecords {
-    extras: Vec<Extra>,
-    // `extras[i].counts`, packed: a session's count is summed over these bytes, not over its
-    // extras (one cache line for 64 records instead of one per record or two).
-    weights: Vec<bool>,
+/// A shaped key's records' SPEC 7 data, in `spins` order: a field per vector, the values flat
+/// (`stride` per record, one per aggregate of the store), so a record costs no allocation of its own.
+pub struct ShapedRecords {
+    // Whether each record counts, packed: a session's count is summed over these bytes (one cache
+    // line for 64 records).
+    pub weights: Vec<bool>,
+    pub ids: Vec<Option<HeldId>>,
+    pub values: Vec<Option<Value>>,
+    pub stride: usize,
+}
+
+impl ShapedRecords {
+    pub fn new(stride: usize) -> Self {
+        ShapedRecords { weights: Vec::new(), ids: Vec::new(), values: Vec::new(), stride }
+    }
+
+    /// Record `index`'s values.
+    pub fn values_of(&self, index: usize) -> &[Option<Value>] {
+        &self.values[index * self.stride..(index + 1) * self.stride]
+    }
+
+    /// Add a record's data; its values are taken out of `values` (left None).
+    pub fn push(&mut self, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
+        self.weights.push(counts);
+        self.ids.push(id);
+        self.values.extend(values.iter_mut().map(Option::take));
+    }
 }
 
 impl KeySessions {
-    /// A shaped key's state: its records' extras beside them.
-    pub fn shaped(spins: Vec<Spin>, starts: Starts, closed_end: i64, extras: Vec<Extra>) -> Self {
-        let weights = extras.iter().map(|extra| extra.counts).collect();
-        KeySessions { spins, starts, closed_end, due: 0, shaped: Some(Box::new(ShapedRecords { extras, weights })) }
+    /// A shaped key's state: its records' data beside them.
+    pub fn shaped(spins: Vec<Spin>, starts: Starts, closed_end: i64, records: ShapedRecords) -> Self {
+        KeySessions { spins, starts, closed_end, due: 0, shaped: Some(Box::new(records)) }
     }
 
-    pub fn extras(&self) -> &[Extra] {
-        self.shaped.as_ref().map_or(&[], |shaped| &shaped.extras)
+    pub fn records(&self) -> Option<&ShapedRecords> {
+        self.shaped.as_deref()
     }
 
     fn weights(&self) -> &[bool] {
@@ -120,32 +140,35 @@ impl KeySessions {
         self.shaped.as_mut().expect("a shaped key")
     }
 
-    fn push_shaped(&mut self, spin: Spin, extra: Extra) {
+    fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
         push_spin(&mut self.spins, spin);
-        let shaped = self.shaped_mut();
-        shaped.weights.push(extra.counts);
-        shaped.extras.push(extra);
+        self.shaped_mut().push(counts, id, values);
     }
 
-    fn insert_shaped(&mut self, at: usize, spin: Spin, extra: Extra) {
+    fn insert_shaped(&mut self, at: usize, spin: Spin, counts: bool, id: Option<HeldId>,
+                     values: &mut [Option<Value>]) {
         self.spins.insert(at, spin);
         let shaped = self.shaped_mut();
-        shaped.weights.insert(at, extra.counts);
-        shaped.extras.insert(at, extra);
+        shaped.weights.insert(at, counts);
+        shaped.ids.insert(at, id);
+        let from = at * shaped.stride;
+        shaped.values.splice(from..from, values.iter_mut().map(Option::take));
     }
 
     fn remove_shaped(&mut self, at: usize) {
         self.spins.remove(at);
         let shaped = self.shaped_mut();
         shaped.weights.remove(at);
-        shaped.extras.remove(at);
+        shaped.ids.remove(at);
+        shaped.values.drain(at * shaped.stride..(at + 1) * shaped.stride);
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
         self.spins.drain(first..stop);
         if let Some(shaped) = &mut self.shaped {
             shaped.weights.drain(first..stop);
-            shaped.extras.drain(first..stop);
+            shaped.ids.drain(first..stop);
+            shaped.values.drain(first * shaped.stride..stop * shaped.stride);
         }
     }
 
@@ -174,7 +197,7 @@ fn label_for(labels: &mut HashMap<(Option<Box<str>>, Option<Box<str>>), Label>, 
     if labels.len() >= 65536 {
         labels.clear();
     }
-    let shared: Label = Arc::new(pair.clone());
+    let shared: Label = Rc::new(pair.clone());
     labels.insert(pair, shared.clone());
     Some(shared)
 }
@@ -358,9 +381,10 @@ impl SessionStore {
     /// `offer` for SPEC section 7 (`_offer_shaped`): records that may not count, and ids.
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
-                        channel: Option<&str>, now: i64, extra: Extra) -> bool {
+                        channel: Option<&str>, now: i64, counts: bool, id: Option<HeldId>,
+                        values: &mut [Option<Value>]) -> bool {
         let rules = self.rules.clone();
-        let weight = extra.counts as i64;
+        let weight = counts as i64;
         let owned: Key = match self.keys.get_key_value_mut(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
@@ -372,7 +396,9 @@ impl SessionStore {
                 let owned: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
-                self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, vec![extra]));
+                let mut records = ShapedRecords::new(self.aggregates.len());
+                records.push(counts, id, values);
+                self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, records));
                 self.schedule(&owned, due);
                 owned
             }
@@ -398,7 +424,7 @@ impl SessionStore {
                     if cut {
                         state.starts.push(state.spins.len());
                     }
-                    state.push_shaped(spin, extra);
+                    state.push_shaped(spin, counts, id, values);
                     if due < state.due {
                         state.due = due;
                         self.due.push(Reverse((due, owned.clone())));
@@ -406,7 +432,7 @@ impl SessionStore {
                     }
                 } else {
                     let at = state.spins.partition_point(|s| s.time <= time);
-                    state.insert_shaped(at, spin, extra);
+                    state.insert_shaped(at, spin, counts, id, values);
                     let old_starts = std::mem::take(&mut state.starts);
                     state.starts = resweep(&rules, state);
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
@@ -624,10 +650,11 @@ impl SessionStore {
         let mut record = session_record(&self.event_name, self.stamp_end, &SessionFields {
             key, start, end, count, stake, win, game, channel, reason,
         });
-        if self.shaped {
+        if let Some(records) = state.shaped.as_deref().filter(|records| records.stride > 0) {
             let mut states: Vec<_> = self.aggregates.iter().map(Aggregate::empty).collect();
-            for (spin, extra) in state.spins[first..stop].iter().zip(&state.extras()[first..stop]) {
-                for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(extra.values.iter()) {
+            let values = records.values[first * records.stride..stop * records.stride].chunks_exact(records.stride);
+            for (spin, values) in state.spins[first..stop].iter().zip(values) {
+                for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(values) {
                     if let Some(value) = value {
                         aggregate.add(state, value, spin.time);
                     }
@@ -654,11 +681,11 @@ impl SessionStore {
     }
 
     /// Load one key's state (None: gone); `reschedule` after the last one.
-    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>, Vec<Extra>)>) {
+    pub fn restore(&mut self, key: &str, state: Option<(i64, Vec<Spin>, ShapedRecords)>) {
         if !self.closed_ends.is_empty() {
             self.closed_ends.remove(key);
         }
-        let Some((closed_end, spins, extras)) = state else {
+        let Some((closed_end, spins, records)) = state else {
             self.keys.remove(key); // with the ids its records held
             return;
         };
@@ -668,7 +695,7 @@ impl SessionStore {
             return;
         }
         let mut state = if self.shaped {
-            KeySessions::shaped(spins, Starts::new(), closed_end, extras)
+            KeySessions::shaped(spins, Starts::new(), closed_end, records)
         } else {
             KeySessions { spins, closed_end, ..Default::default() }
         };

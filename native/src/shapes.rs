@@ -5,9 +5,10 @@
 //! that open sessions and windows hold.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use compact_str::CompactString;
+use smallvec::SmallVec;
 
 use crate::msgpack;
 use crate::output::{int, json_amount, json_string};
@@ -39,7 +40,7 @@ impl Kind {
     }
 }
 
-/// What one record brings to one aggregate (None in `Extra::values`: nothing).
+/// What one record brings to one aggregate (None in a record's `Values`: nothing).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Value {
     Int(i64),           // micros (sum, min, max), or 1 (count)
@@ -47,14 +48,9 @@ pub enum Value {
     Str(CompactString),  // count_distinct
 }
 
-/// A record's SPEC 7 data, kept beside it in a session: whether it counts, its id, its values
-/// for the sessions' aggregates.
-#[derive(Clone)]
-pub struct Extra {
-    pub counts: bool,
-    pub id: Option<HeldId>,
-    pub values: Box<[Option<Value>]>,
-}
+/// A record's values for its aggregates, in line for the usual few (no allocation per record).
+pub type Values = SmallVec<[Option<Value>; 4]>;
+
 
 #[derive(Clone)]
 pub enum State {
@@ -222,7 +218,7 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
 /// One accepted record's (key, id), as the stores hold it: both texts in one shared allocation.
 #[derive(Clone)]
 pub struct HeldId {
-    both: Arc<str>, // the key, then the id
+    both: Rc<str>, // the key, then the id
     key_len: u32,
 }
 
@@ -242,7 +238,7 @@ impl HeldId {
 
 /// The ids (per key) of accepted records. An id is held while an open session or window holds
 /// its record: the stores keep clones of the registry's `HeldId`, so it is held exactly while its
-/// `Arc` has another owner than the registry, and dropping a closed session or window releases
+/// `Rc` has another owner than the registry, and dropping a closed session or window releases
 /// its ids with no bookkeeping. Entries nobody holds any more are swept out once the table has
 /// doubled since the last sweep (amortized O(1) per record, at most twice the live ids).
 pub struct IdRegistry {
@@ -265,7 +261,7 @@ impl IdRegistry {
     /// Else the registry's (key, id), to be kept by the stores that take the record.
     pub fn take(&mut self, key: &str, id: &str) -> Option<HeldId> {
         let held = self.entry(key, id);
-        (Arc::strong_count(&held.both) == 2).then_some(held) // the registry's and this one
+        (Rc::strong_count(&held.both) == 2).then_some(held) // the registry's and this one
     }
 
     /// The registry's (key, id) for an id read back from state, so that the store holding it holds it.
@@ -279,14 +275,14 @@ impl IdRegistry {
             return held.clone();
         }
         if self.table.len() >= (2 * self.live_after_sweep).max(1024) {
-            self.table.retain(|held| Arc::strong_count(&held.both) > 1);
+            self.table.retain(|held| Rc::strong_count(&held.both) > 1);
             self.live_after_sweep = self.table.len();
         }
         self.scratch.clear();
         self.scratch.push_str(key);
         self.scratch.push_str(id);
         let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-        let held = HeldId { both: Arc::from(self.scratch.as_str()), key_len };
+        let held = HeldId { both: Rc::from(self.scratch.as_str()), key_len };
         let hasher = &self.hasher;
         self.table.insert_unique(hash, held.clone(), |held| hasher.hash_one((held.key(), held.id())));
         held

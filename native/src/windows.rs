@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use crate::{HashMap, HashSet};
 use hashbrown::hash_map::EntryRef;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::{Key, NEVER};
@@ -49,7 +49,7 @@ pub struct WindowStore {
     pub out: Vec<(Key, Vec<u8>)>,
     last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
     pub shaped: bool,
-    pub aggregates: Arc<[Aggregate]>, // shared: a record's window totals borrow the store while they take its values
+    pub aggregates: Rc<[Aggregate]>, // shared: a record's window totals borrow the store while they take its values
 }
 
 impl WindowStore {
