@@ -29,7 +29,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
 use sessions::{Key, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
-use shapes::{Aggregate, IdRegistry, Kind, Value, Values};
+use shapes::{Aggregate, IdRegistry, Ids, Kind, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -62,7 +62,7 @@ pub struct Engine {
     late_key: String,
     late_time: i64,
     duplicate_id: String, // of the last DUPLICATE (its key in late_key)
-    ids: IdRegistry,
+    ids: Ids,
 }
 
 /// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
@@ -135,7 +135,7 @@ impl Engine {
                         mut values: Values) -> u8 {
         let held = match record_id { // (key, id) as the registry shares them
             None => None,
-            Some(id) => match self.ids.take(key, id) {
+            Some(id) => match shapes::take(&self.ids, key, id) {
                 None => {
                     self.late_key.clear();
                     self.late_key.push_str(key);
@@ -253,7 +253,7 @@ impl Engine {
             late_key: String::new(),
             late_time: 0,
             duplicate_id: String::new(),
-            ids: IdRegistry::default(),
+            ids: IdRegistry::shared(),
         })
     }
 
@@ -394,9 +394,8 @@ impl Engine {
             sessions.close_all();
         }
         for rolling in &mut self.rolling {
-            rolling.store.close_all();
+            rolling.store.close_all(); // releasing every id they held
         }
-        self.ids.clear();
     }
 
     /// Final records since the last drain: one list of (key, value) per output, sessions first.
@@ -597,7 +596,7 @@ impl Engine {
                     Some(bytes) => {
                         let rolling = self.rolling.get(index)
                             .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
-                        Some(read_totals(bytes, &rolling.store.aggregates, &mut self.ids).ok_or_else(|| {
+                        Some(read_totals(bytes, &rolling.store.aggregates, &self.ids).ok_or_else(|| {
                             PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
                         })?)
                     }
@@ -658,7 +657,7 @@ impl Engine {
                     return None;
                 }
                 let counts = r.boolean()?;
-                let id = r.optional_str()?.map(|id| self.ids.shared(key, id));
+                let id = r.optional_str()?.map(|id| shapes::hold(&self.ids, key, id));
                 let written = r.array()?;
                 if written > stride {
                     return None; // more values than aggregates: not this job's state
@@ -682,7 +681,7 @@ impl Engine {
 
 /// A window's totals as `window_state` writes them: (count, stake, win), and a shaped job's
 /// (aggregate states, [(key, id)...]) after them.
-fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> Option<Totals> {
+fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &Ids) -> Option<Totals> {
     let mut r = msgpack::Reader::new(bytes);
     let items = r.array()?;
     if items != 3 && items != 5 {
@@ -702,7 +701,7 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &mut IdRegistry) -> 
                 return None;
             }
             let (key, id) = (r.str()?, r.str()?);
-            held.push(ids.shared(key, id));
+            held.push(shapes::hold(ids, key, id));
         }
         extra = Some(Box::new(WindowExtra { states, held }));
     }
@@ -774,7 +773,7 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Op
                     msgpack::boolean(&mut out, *counts);
                     match id {
                         None => msgpack::nil(&mut out),
-                        Some(held) => msgpack::str(&mut out, held.id()),
+                        Some(held) => held.with(|_, id| msgpack::str(&mut out, id)),
                     }
                     msgpack::array(&mut out, records.stride);
                     for value in records.values_of(index) {
@@ -804,8 +803,10 @@ fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, P
         msgpack::array(&mut out, extra.held.len());
         for held in &extra.held {
             msgpack::array(&mut out, 2);
-            msgpack::str(&mut out, held.key());
-            msgpack::str(&mut out, held.id());
+            held.with(|key, id| {
+                msgpack::str(&mut out, key);
+                msgpack::str(&mut out, id);
+            });
         }
     }
     Ok(PyBytes::new(py, &out))

@@ -24,7 +24,9 @@ pub const INACTIVITY: &str = "inactivity";
 pub const MAX_DURATION: &str = "max_duration";
 pub const END_OF_INPUT: &str = "end_of_input";
 
-pub type Label = Rc<(Option<Box<str>>, Option<Box<str>>)>;
+/// A record's (game, channel), shared by the records that have the same pair.
+pub type LabelPair = (Option<Box<str>>, Option<Box<str>>);
+pub type Label = Rc<LabelPair>;
 /// A key (player id, or a window's group) as the stores keep it: inline when up to 24 bytes, so
 /// that finding it in a map, the close-time heap or an output needs no second cache line.
 pub type Key = CompactString;
@@ -180,7 +182,7 @@ impl KeySessions {
 
 /// The shared (game, channel) pair of a record: `previous` when it is the same pair (most records
 /// of a player), else the one in `labels` (made once per distinct pair, so records share it).
-fn label_for(labels: &mut HashMap<(Option<Box<str>>, Option<Box<str>>), Label>, previous: Option<&Label>,
+fn label_for(labels: &mut HashMap<LabelPair, Label>, previous: Option<&Label>,
              game: Option<&str>, channel: Option<&str>) -> Option<Label> {
     if game.is_none() && channel.is_none() {
         return None;
@@ -272,7 +274,7 @@ pub struct SessionStore {
     due: BinaryHeap<Reverse<(i64, Key)>>,
     forget: BinaryHeap<Reverse<(i64, Key)>>,
     pub next_due: i64,
-    labels: HashMap<(Option<Box<str>>, Option<Box<str>>), Label>,
+    labels: HashMap<LabelPair, Label>,
     pub track_changes: bool,
     pub changed: HashSet<Key>,
     max_events: i64,
@@ -460,7 +462,7 @@ impl SessionStore {
         let at = state.spins.partition_point(|spin| spin.time <= time);
         state.spins.insert(at, Spin { time, stake, win, label });
         let old_starts = state.starts.clone();
-        let keep = if at > 0 { old_starts.partition_point(|&s| s <= at - 1) - 1 } else { 0 };
+        let keep = if at > 0 { old_starts.partition_point(|&s| s < at) - 1 } else { 0 };
         let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.spins.len() - 1 };
         if 0 < at && old_starts[keep] < at && at < stop && ((stop - old_starts[keep]) as i64) < max_events {
             let mut starts = Starts::from_slice(&old_starts[..=keep]);

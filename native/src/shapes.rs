@@ -5,6 +5,7 @@
 //! that open sessions and windows hold.
 
 use std::collections::BTreeSet;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use compact_str::CompactString;
@@ -215,81 +216,132 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
     })
 }
 
-/// One accepted record's (key, id), as the stores hold it: both texts in one shared allocation.
-#[derive(Clone)]
+/// One accepted record's (key, id) as a store holds it: a slot of the engine's `IdRegistry`, which
+/// counts the holders. Cloning adds a holder and dropping releases one, so a closed session or
+/// window releases its ids with no bookkeeping of its own (as `Rc` would, but with the counts and
+/// texts together in one vector, not an allocation per record).
 pub struct HeldId {
-    both: Rc<str>, // the key, then the id
-    key_len: u32,
+    slot: u32,
+    registry: Ids,
 }
 
 impl HeldId {
-    pub fn key(&self) -> &str {
-        &self.both[..self.key_len as usize]
-    }
-
-    pub fn id(&self) -> &str {
-        &self.both[self.key_len as usize..]
-    }
-
-    fn is(&self, key: &str, id: &str) -> bool {
-        self.both.len() == key.len() + id.len() && self.key() == key && self.id() == id
+    /// The (key, id) texts, lent to `with`.
+    pub fn with<R>(&self, with: impl FnOnce(&str, &str) -> R) -> R {
+        let registry = self.registry.borrow();
+        let held = &registry.slots[self.slot as usize];
+        with(&held.text[..held.key_len as usize], &held.text[held.key_len as usize..])
     }
 }
 
-/// The ids (per key) of accepted records. An id is held while an open session or window holds
-/// its record: the stores keep clones of the registry's `HeldId`, so it is held exactly while its
-/// `Rc` has another owner than the registry, and dropping a closed session or window releases
-/// its ids with no bookkeeping. Entries nobody holds any more are swept out once the table has
-/// doubled since the last sweep (amortized O(1) per record, at most twice the live ids).
+impl Clone for HeldId {
+    fn clone(&self) -> Self {
+        self.registry.borrow_mut().slots[self.slot as usize].holders += 1;
+        HeldId { slot: self.slot, registry: self.registry.clone() }
+    }
+}
+
+impl Drop for HeldId {
+    fn drop(&mut self) {
+        self.registry.borrow_mut().release(self.slot);
+    }
+}
+
+/// The registry as the engine and its stores share it.
+pub type Ids = Rc<RefCell<IdRegistry>>;
+
+struct Slot {
+    text: CompactString, // the key, then the id (in line up to 24 bytes)
+    key_len: u32,
+    holders: u32, // 0: free
+    hash: u64,
+}
+
+/// The (key, id) of every record an open session or window holds, with how many hold it (as the
+/// Python core's `IdRegistry`): a record whose (key, id) is here is a duplicate (SPEC 7.2). An entry
+/// goes when its last holder drops it, so the table only ever holds live ids.
 pub struct IdRegistry {
-    table: HashTable<HeldId>,
+    table: HashTable<u32>, // slot numbers, by the hash of (key, id)
+    slots: Vec<Slot>,
+    free: Vec<u32>,
     hasher: ahash::RandomState,
-    live_after_sweep: usize,
-    scratch: String, // key and id joined, copied once into the shared allocation
-}
-
-impl Default for IdRegistry {
-    fn default() -> Self {
-        IdRegistry { table: HashTable::new(), hasher: ahash::RandomState::new(), live_after_sweep: 0,
-                     scratch: String::new() }
-    }
 }
 
 impl IdRegistry {
-    /// The id to keep with a new record of `key`, or None: an open session or window holds a
-    /// record of this key with this id (the new one is a duplicate).
-    /// Else the registry's (key, id), to be kept by the stores that take the record.
-    pub fn take(&mut self, key: &str, id: &str) -> Option<HeldId> {
-        let held = self.entry(key, id);
-        (Rc::strong_count(&held.both) == 2).then_some(held) // the registry's and this one
+    pub fn shared() -> Ids {
+        Rc::new(RefCell::new(IdRegistry {
+            table: HashTable::new(), slots: Vec::new(), free: Vec::new(), hasher: ahash::RandomState::new(),
+        }))
     }
 
-    /// The registry's (key, id) for an id read back from state, so that the store holding it holds it.
-    pub fn shared(&mut self, key: &str, id: &str) -> HeldId {
-        self.entry(key, id)
+    fn find(&self, hash: u64, key: &str, id: &str) -> Option<u32> {
+        self.table.find(hash, |&slot| {
+            let held = &self.slots[slot as usize];
+            held.key_len as usize == key.len() && held.text.len() == key.len() + id.len()
+                && held.text.starts_with(key) && held.text.ends_with(id)
+        }).copied()
     }
 
-    fn entry(&mut self, key: &str, id: &str) -> HeldId {
-        let hash = self.hasher.hash_one((key, id));
-        if let Some(held) = self.table.find(hash, |held| held.is(key, id)) {
-            return held.clone();
+    fn release(&mut self, slot: u32) {
+        let held = &mut self.slots[slot as usize];
+        held.holders -= 1;
+        if held.holders == 0 {
+            let hash = held.hash;
+            if let Ok(entry) = self.table.find_entry(hash, |&other| other == slot) {
+                entry.remove();
+            }
+            self.free.push(slot);
         }
-        if self.table.len() >= (2 * self.live_after_sweep).max(1024) {
-            self.table.retain(|held| Rc::strong_count(&held.both) > 1);
-            self.live_after_sweep = self.table.len();
-        }
-        self.scratch.clear();
-        self.scratch.push_str(key);
-        self.scratch.push_str(id);
-        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-        let held = HeldId { both: Rc::from(self.scratch.as_str()), key_len };
-        let hasher = &self.hasher;
-        self.table.insert_unique(hash, held.clone(), |held| hasher.hash_one((held.key(), held.id())));
-        held
     }
+}
 
-    pub fn clear(&mut self) {
-        self.table.clear();
-        self.live_after_sweep = 0;
+/// The id to keep with a new record of `key`, or None: an open session or window holds a record
+/// of this key with this id (the new one is a duplicate). Else the first holder of (key, id), to
+/// be cloned by the stores that take the record.
+pub fn take(ids: &Ids, key: &str, id: &str) -> Option<HeldId> {
+    let mut registry = ids.borrow_mut();
+    let hash = registry.hasher.hash_one((key, id));
+    if registry.find(hash, key, id).is_some() {
+        return None;
     }
+    let slot = insert(&mut registry, hash, key, id);
+    Some(HeldId { slot, registry: ids.clone() })
+}
+
+/// A holder of (key, id) for an id read back from state, so that the store holding it holds it.
+pub fn hold(ids: &Ids, key: &str, id: &str) -> HeldId {
+    let mut registry = ids.borrow_mut();
+    let hash = registry.hasher.hash_one((key, id));
+    let slot = match registry.find(hash, key, id) {
+        Some(slot) => {
+            registry.slots[slot as usize].holders += 1;
+            slot
+        }
+        None => insert(&mut registry, hash, key, id),
+    };
+    HeldId { slot, registry: ids.clone() }
+}
+
+fn insert(registry: &mut IdRegistry, hash: u64, key: &str, id: &str) -> u32 {
+    let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+    let slot = match registry.free.pop() {
+        Some(slot) => {
+            let held = &mut registry.slots[slot as usize];
+            held.text.clear();
+            held.text.push_str(key);
+            held.text.push_str(id);
+            (held.key_len, held.holders, held.hash) = (key_len, 1, hash);
+            slot
+        }
+        None => {
+            let mut text = CompactString::with_capacity(key.len() + id.len());
+            text.push_str(key);
+            text.push_str(id);
+            registry.slots.push(Slot { text, key_len, holders: 1, hash });
+            u32::try_from(registry.slots.len() - 1).expect("fewer than 4 billion held ids")
+        }
+    };
+    let IdRegistry { table, slots, .. } = registry;
+    table.insert_unique(hash, slot, |&other| slots[other as usize].hash);
+    slot
 }
