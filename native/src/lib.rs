@@ -96,9 +96,9 @@ impl Engine {
         match event.shaped {
             None => self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
                                    event.channel.as_deref(), &groups),
-            Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
-                                                event.channel.as_deref(), &groups, part.counts, part.id.as_deref(),
-                                                part.values),
+            Some(mut part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
+                                                    event.game.as_deref(), event.channel.as_deref(), &groups,
+                                                    part.counts, part.id.as_deref(), &mut part.values),
         }
     }
 
@@ -132,7 +132,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
-                        mut values: Values) -> u8 {
+                        values: &mut [Option<Value>]) -> u8 {
         let held = match record_id { // (key, id) as the registry shares them
             None => None,
             Some(id) => match shapes::take(&self.ids, key, id) {
@@ -358,10 +358,10 @@ impl Engine {
         if groups.len() != self.rolling.len() {
             return Err(PyValueError::new_err("one group per rolling aggregation"));
         }
-        let values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
+        let mut values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
             .collect::<PyResult<Values>>()?;
         let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
-        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, values))
+        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, &mut values))
     }
 
     /// A record Python handled without the engine (not JSON, or skipped): counts only.
