@@ -646,7 +646,7 @@ impl Engine {
             spins.push(Spin { time: word(times, i), stake: word(amounts, 2 * i), win: word(amounts, 2 * i + 1), label });
         }
         let stride = sessions.aggregates.len();
-        let mut records = ShapedRecords::new(stride);
+        let mut records = ShapedRecords::with_capacity(stride, count);
         if items == 5 {
             if r.array()? != count {
                 return None;

@@ -107,8 +107,10 @@ pub struct ShapedRecords {
 }
 
 impl ShapedRecords {
-    pub fn new(stride: usize) -> Self {
-        ShapedRecords { weights: Vec::new(), ids: Vec::new(), values: Vec::new(), stride }
+    /// Room for `records` records at first (a new key's: most sessions hold a few).
+    pub fn with_capacity(stride: usize, records: usize) -> Self {
+        ShapedRecords { weights: Vec::with_capacity(records), ids: Vec::with_capacity(records),
+                        values: Vec::with_capacity(records * stride), stride }
     }
 
     /// Record `index`'s values.
@@ -398,7 +400,7 @@ impl SessionStore {
                 let owned: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
-                let mut records = ShapedRecords::new(self.aggregates.len());
+                let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4);
                 records.push(counts, id, values);
                 self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, records));
                 self.schedule(&owned, due);
