@@ -7,6 +7,7 @@
 //! the engine is not sure of is handed back, untouched, for Python to decide.
 
 mod decode;
+mod due;
 mod msgpack;
 mod output;
 mod sessions;

@@ -4,15 +4,13 @@
 //! the end of its latest closed session), the same due-time heaps, the same order of
 //! emission. Comments here say only where Rust differs; the Python file explains why.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use crate::{HashMap, HashSet};
 use std::rc::Rc;
 
 use compact_str::CompactString;
 use smallvec::{smallvec, SmallVec};
 
+use crate::due::DueQueue;
 use crate::output::{session_record, SessionFields};
 use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, Value};
 
@@ -273,8 +271,8 @@ pub struct SessionStore {
     pub rules: SessionRules,
     pub keys: HashMap<Key, KeySessions>,
     pub closed_ends: HashMap<Key, i64>,
-    due: BinaryHeap<Reverse<(i64, Key)>>,
-    forget: BinaryHeap<Reverse<(i64, Key)>>,
+    due: DueQueue,
+    forget: DueQueue,
     pub next_due: i64,
     labels: HashMap<LabelPair, Label>,
     pub track_changes: bool,
@@ -299,8 +297,8 @@ impl SessionStore {
             rules,
             keys: HashMap::default(),
             closed_ends: HashMap::default(),
-            due: BinaryHeap::new(),
-            forget: BinaryHeap::new(),
+            due: DueQueue::new(),
+            forget: DueQueue::new(),
             next_due: NEVER,
             labels: HashMap::default(),
             track_changes,
@@ -357,7 +355,7 @@ impl SessionStore {
             push_spin(&mut state.spins, Spin { time, stake, win, label });
             if due < state.due {
                 state.due = due;
-                self.due.push(Reverse((due, owned.clone())));
+                self.due.push(due, owned.clone());
                 self.next_due = self.next_due.min(due);
             }
             if self.track_changes {
@@ -376,7 +374,7 @@ impl SessionStore {
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
         self.keys.insert(owned.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
-        self.due.push(Reverse((due, owned.clone())));
+        self.due.push(due, owned.clone());
         self.next_due = self.next_due.min(due);
         self.mark(&owned);
         true
@@ -431,7 +429,7 @@ impl SessionStore {
                     state.push_shaped(spin, counts, id, values);
                     if due < state.due {
                         state.due = due;
-                        self.due.push(Reverse((due, owned.clone())));
+                        self.due.push(due, owned.clone());
                         self.next_due = self.next_due.min(due);
                     }
                 } else {
@@ -488,11 +486,11 @@ impl SessionStore {
     }
 
     pub fn close_due(&mut self, now: i64) {
-        while let Some(Reverse((when, _))) = self.due.peek() {
-            if *when > now {
+        while let Some(when) = self.due.peek() {
+            if when > now {
                 break;
             }
-            let Reverse((when, key)) = self.due.pop().unwrap();
+            let (when, key) = self.due.pop().unwrap();
             match self.keys.get(&key) {
                 Some(state) if state.due == when => {
                     let close_time = close_time(&self.rules, state);
@@ -508,11 +506,11 @@ impl SessionStore {
                 _ => continue,
             }
         }
-        while let Some(Reverse((when, _))) = self.forget.peek() {
-            if *when > now {
+        while let Some(when) = self.forget.peek() {
+            if when > now {
                 break;
             }
-            let Reverse((when, key)) = self.forget.pop().unwrap();
+            let (when, key) = self.forget.pop().unwrap();
             if let Some(&closed_end) = self.closed_ends.get(&key) {
                 if self.rules.forget_at(closed_end) == Some(when) {
                     self.closed_ends.remove(&key);
@@ -524,8 +522,8 @@ impl SessionStore {
     }
 
     fn update_next_due(&mut self) {
-        let due = self.due.peek().map_or(NEVER, |Reverse((when, _))| *when);
-        let forget = self.forget.peek().map_or(NEVER, |Reverse((when, _))| *when);
+        let due = self.due.peek().unwrap_or(NEVER);
+        let forget = self.forget.peek().unwrap_or(NEVER);
         self.next_due = due.min(forget);
     }
 
@@ -589,7 +587,7 @@ impl SessionStore {
         if forget_at.is_none_or(|at| at > now) {
             self.closed_ends.insert(key.clone(), state.closed_end);
             if let Some(at) = forget_at {
-                self.forget.push(Reverse((at, key.clone())));
+                self.forget.push(at, key.clone());
                 if at < self.next_due {
                     self.next_due = at;
                 }
@@ -674,7 +672,7 @@ impl SessionStore {
 
     fn schedule(&mut self, key: &Key, due: i64) {
         self.keys.get_mut(key).unwrap().due = due;
-        self.due.push(Reverse((due, key.clone())));
+        self.due.push(due, key.clone());
         if due < self.next_due {
             self.next_due = due;
         }
@@ -727,14 +725,12 @@ impl SessionStore {
         let mut due = Vec::with_capacity(self.keys.len());
         for (key, state) in self.keys.iter_mut() {
             state.due = close_time(&rules, state);
-            due.push(Reverse((state.due, key.clone())));
+            due.push((state.due, key.clone()));
         }
-        self.due = BinaryHeap::from(due);
-        self.forget = self
-            .closed_ends
-            .iter()
-            .filter_map(|(key, &end)| rules.forget_at(end).map(|when| Reverse((when, key.clone()))))
-            .collect();
+        self.due = DueQueue::from_entries(due);
+        self.forget = DueQueue::from_entries(self.closed_ends.iter()
+            .filter_map(|(key, &end)| rules.forget_at(end).map(|when| (when, key.clone())))
+            .collect());
         self.update_next_due();
     }
 }

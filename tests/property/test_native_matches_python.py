@@ -338,3 +338,34 @@ def test_ids_stay_held_while_many_more_come_and_go(windows):
     assert native == python
     assert python[2][3] == {"duplicate": 1200}
     assert python[2][1] == 6000 + 12
+
+
+@given(st.lists(st.tuples(st.integers(0, 39), st.sampled_from([0, 1, 998, 999, 1000, 1001, 1999, 2000, 2001, 5000])),
+                min_size=1, max_size=120),
+       st.sampled_from([0, 1, 999, 1000, 1001]), st.booleans())
+def test_sessions_due_together_close_in_time_then_key_order(spins, gap, restart):
+    """Many keys due at the same times, on and either side of whole seconds: the compiled core keeps
+    due times in one small heap per second of due time, and must close keys in (time, key) order as
+    the Python core's single heap does (also after a restore, which schedules every key again)."""
+    job = JobSpec(sessions=SessionOutput("s", SessionRules(gap=gap, grace=0, max_duration=None, max_events=None)))
+    feed_lines = [b'{"user_id":"k%02d","timestamp":%d,"value":{"stake":1,"win":0}}' % (key, time)
+                  for key, time in sorted(spins, key=lambda spin: spin[1])]
+    feed_lines.append(b'{"user_id":"late","timestamp":9000,"value":{"stake":1,"win":0}}')  # closes the rest
+    outputs = []
+    for core in (NativePartition, Partition):
+        part = core(job, describe_source=lambda s: {"line": s})
+        half = len(feed_lines) // 2
+        for n, raw in enumerate(feed_lines[:half]):
+            part.feed(raw, n)
+        out = part.drain_by_topic()
+        if restart:  # a new partition from a snapshot, as after a kill
+            snapshot = part.snapshot()
+            part = core(job, describe_source=lambda s: {"line": s})
+            for store, records in snapshot.items():
+                part.restore(store, records)
+            part.finish_restore()
+        for n, raw in enumerate(feed_lines[half:], half):
+            part.feed(raw, n)
+            out.update({topic: out.get(topic, []) + records for topic, records in part.drain_by_topic().items()})
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
