@@ -180,6 +180,16 @@ impl KeySessions {
     }
 }
 
+/// A (game, channel) pair looked up in the labels without making one: hashed as the tuple is.
+#[derive(Hash)]
+struct LabelQuery<'a>(Option<&'a str>, Option<&'a str>);
+
+impl hashbrown::Equivalent<LabelPair> for LabelQuery<'_> {
+    fn equivalent(&self, pair: &LabelPair) -> bool {
+        self.0 == pair.0.as_deref() && self.1 == pair.1.as_deref()
+    }
+}
+
 /// The shared (game, channel) pair of a record: `previous` when it is the same pair (most records
 /// of a player), else the one in `labels` (made once per distinct pair, so records share it).
 fn label_for(labels: &mut HashMap<LabelPair, Label>, previous: Option<&Label>,
@@ -192,13 +202,13 @@ fn label_for(labels: &mut HashMap<LabelPair, Label>, previous: Option<&Label>,
             return Some(label.clone());
         }
     }
-    let pair = (game.map(Box::from), channel.map(Box::from));
-    if let Some(shared) = labels.get(&pair) {
+    if let Some(shared) = labels.get(&LabelQuery(game, channel)) {
         return Some(shared.clone());
     }
     if labels.len() >= 65536 {
         labels.clear();
     }
+    let pair = (game.map(Box::from), channel.map(Box::from));
     let shared: Label = Rc::new(pair.clone());
     labels.insert(pair, shared.clone());
     Some(shared)
