@@ -151,14 +151,9 @@ impl Engine {
         self.move_time(time);
         let now = self.stream_time;
         self.late.clear();
-        let mut at = 0;
-        if let Some(sessions) = &mut self.sessions {
-            at = sessions.aggregates.len();
-            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held.clone(),
-                                      &mut values[..at]) {
-                self.late.push((0, windows::LATE));
-            }
-        }
+        // The windows first, each holding a copy of the id; then the sessions, which take the id itself.
+        let sessions_take = self.sessions.as_ref().map_or(0, |sessions| sessions.aggregates.len());
+        let mut at = sessions_take;
         for (index, rolling) in self.rolling.iter_mut().enumerate() {
             let count = rolling.store.aggregates.len();
             let mine = &values[at..at + count];
@@ -169,6 +164,12 @@ impl Engine {
                 if outcome != ADDED {
                     self.late.push((index + 1, outcome));
                 }
+            }
+        }
+        if let Some(sessions) = &mut self.sessions {
+            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held,
+                                      &mut values[..sessions_take]) {
+                self.late.insert(0, (0, windows::LATE)); // sessions first, as `late` lists them
             }
         }
         self.outcome(key, time)
