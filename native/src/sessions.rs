@@ -1,8 +1,9 @@
 //! Capped sessions per key (SPEC section 3): `sessionizer/core/sessions.py`, record for record.
 //!
 //! The same state (a key's open records in sweep order, where its open sessions start,
-//! the end of its latest closed session), the same due-time heaps, the same order of
-//! emission. Comments here say only where Rust differs; the Python file explains why.
+//! the end of its latest closed session), the same due times (queued per second of due time:
+//! due.rs), the same order of emission. Comments here say only where Rust differs; the Python
+//! file explains why.
 
 use crate::{HashMap, HashSet};
 use std::rc::Rc;
@@ -26,7 +27,7 @@ pub const END_OF_INPUT: &str = "end_of_input";
 pub type LabelPair = (Option<Box<str>>, Option<Box<str>>);
 pub type Label = Rc<LabelPair>;
 /// A key (player id, or a window's group) as the stores keep it: inline when up to 24 bytes, so
-/// that finding it in a map, the close-time heap or an output needs no second cache line.
+/// that finding it in a map, the due-time queue or an output needs no second cache line.
 pub type Key = CompactString;
 
 #[derive(Clone)]
@@ -506,7 +507,7 @@ impl SessionStore {
                     let close_time = close_time(&self.rules, state);
                     if close_time != when {
                         // Scheduled before later records moved the key's close time: back into the
-                        // heap at its own time, so that keys close in (close time, key) order, as
+                        // queue at its own time, so that keys close in (close time, key) order, as
                         // after a restore.
                         self.schedule(&key, close_time);
                         continue;
