@@ -236,7 +236,7 @@ impl HeldId {
 
 impl Clone for HeldId {
     fn clone(&self) -> Self {
-        self.registry.borrow_mut().slots[self.slot as usize].holders += 1;
+        self.registry.borrow_mut().holders[self.slot as usize] += 1;
         HeldId { slot: self.slot, registry: self.registry.clone() }
     }
 }
@@ -253,46 +253,110 @@ pub type Ids = Rc<RefCell<IdRegistry>>;
 struct Slot {
     text: CompactString, // the key, then the id (in line up to 24 bytes)
     key_len: u32,
-    holders: u32, // 0: free
     hash: u64,
 }
 
+impl Slot {
+    fn is(&self, key: &str, id: &str) -> bool {
+        self.key_len as usize == key.len() && self.text.len() == key.len() + id.len()
+            && self.text.starts_with(key) && self.text.ends_with(id)
+    }
+}
+
 /// The (key, id) of every record an open session or window holds, with how many hold it (as the
-/// Python core's `IdRegistry`): a record whose (key, id) is here is a duplicate (SPEC 7.2). An entry
-/// goes when its last holder drops it, so the table only ever holds live ids.
+/// Python core's `IdRegistry`): a record whose (key, id) is here with a holder is a duplicate
+/// (SPEC 7.2). A slot whose last holder drops it is only marked free: its table entry stays until
+/// the slot is found again (and taken back) or the table is rebuilt from the live slots, once it
+/// holds twice as many entries as there are live ids (a sequential pass, amortized O(1) per id).
+/// So a release touches its slot and nothing else.
 pub struct IdRegistry {
-    table: HashTable<u32>, // slot numbers, by the hash of (key, id)
+    table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    // Each slot's holder count (0: free), apart from the slots: a release touches only this dense
+    // vector (4 bytes an id: mostly in cache), not the slot's text written long before.
+    holders: Vec<u32>,
+    free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
+    live: usize,
     hasher: ahash::RandomState,
 }
 
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), free: Vec::new(), hasher: ahash::RandomState::new(),
+            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), free: Vec::new(), live: 0,
+            hasher: ahash::RandomState::new(),
         }))
     }
 
-    fn find(&self, hash: u64, key: &str, id: &str) -> Option<u32> {
-        self.table.find(hash, |&slot| {
-            let held = &self.slots[slot as usize];
-            held.key_len as usize == key.len() && held.text.len() == key.len() + id.len()
-                && held.text.starts_with(key) && held.text.ends_with(id)
-        }).copied()
-    }
-
     fn release(&mut self, slot: u32) {
-        let held = &mut self.slots[slot as usize];
-        held.holders -= 1;
-        if held.holders == 0 {
-            let hash = held.hash;
-            if let Ok(entry) = self.table.find_entry(hash, |&other| other == slot) {
-                entry.remove();
-            }
+        let holders = &mut self.holders[slot as usize];
+        *holders -= 1;
+        if *holders == 0 {
+            self.live -= 1;
             self.free.push(slot);
         }
     }
+
+    /// The slot of (key, id), with one more holder; `fresh`: it had none (else, a duplicate).
+    fn hold(&mut self, key: &str, id: &str) -> (u32, bool) {
+        if self.table.len() >= (2 * self.live).max(1024) {
+            self.rebuild();
+        }
+        let hash = self.hasher.hash_one((key, id));
+        let IdRegistry { table, slots, holders, free, .. } = self;
+        let entry = table.entry(hash, |&slot| slots[slot as usize].is(key, id), |&slot| slots[slot as usize].hash);
+        let (slot, fresh) = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => {
+                let slot = *found.get();
+                holders[slot as usize] += 1;
+                (slot, holders[slot as usize] == 1)
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let slot = new_slot(slots, holders, free, hash, key, id);
+                vacant.insert(slot);
+                (slot, true)
+            }
+        };
+        if fresh {
+            self.live += 1;
+        }
+        (slot, fresh)
+    }
+
+    /// The table again from the live slots: drops the entries of free and reused slots.
+    fn rebuild(&mut self) {
+        let IdRegistry { table, slots, holders, .. } = self;
+        table.clear();
+        for (index, held) in slots.iter().enumerate() {
+            if holders[index] > 0 {
+                table.insert_unique(held.hash, index as u32, |&slot| slots[slot as usize].hash);
+            }
+        }
+    }
+}
+
+/// A free slot (or a new one) holding (key, id) with one holder.
+fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, free: &mut Vec<u32>, hash: u64, key: &str,
+            id: &str) -> u32 {
+    let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+    while let Some(slot) = free.pop() {
+        if holders[slot as usize] > 0 {
+            continue; // taken back after it was freed
+        }
+        let held = &mut slots[slot as usize];
+        held.text.clear();
+        held.text.push_str(key);
+        held.text.push_str(id);
+        (held.key_len, held.hash) = (key_len, hash);
+        holders[slot as usize] = 1;
+        return slot;
+    }
+    let mut text = CompactString::with_capacity(key.len() + id.len());
+    text.push_str(key);
+    text.push_str(id);
+    slots.push(Slot { text, key_len, hash });
+    holders.push(1);
+    u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 
 /// The id to keep with a new record of `key`, or None: an open session or window holds a record
@@ -300,48 +364,16 @@ impl IdRegistry {
 /// be cloned by the stores that take the record.
 pub fn take(ids: &Ids, key: &str, id: &str) -> Option<HeldId> {
     let mut registry = ids.borrow_mut();
-    let hash = registry.hasher.hash_one((key, id));
-    if registry.find(hash, key, id).is_some() {
+    let (slot, fresh) = registry.hold(key, id);
+    if !fresh {
+        registry.release(slot); // the holder just added: nothing holds this copy
         return None;
     }
-    let slot = insert(&mut registry, hash, key, id);
     Some(HeldId { slot, registry: ids.clone() })
 }
 
 /// A holder of (key, id) for an id read back from state, so that the store holding it holds it.
 pub fn hold(ids: &Ids, key: &str, id: &str) -> HeldId {
-    let mut registry = ids.borrow_mut();
-    let hash = registry.hasher.hash_one((key, id));
-    let slot = match registry.find(hash, key, id) {
-        Some(slot) => {
-            registry.slots[slot as usize].holders += 1;
-            slot
-        }
-        None => insert(&mut registry, hash, key, id),
-    };
+    let (slot, _) = ids.borrow_mut().hold(key, id);
     HeldId { slot, registry: ids.clone() }
-}
-
-fn insert(registry: &mut IdRegistry, hash: u64, key: &str, id: &str) -> u32 {
-    let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-    let slot = match registry.free.pop() {
-        Some(slot) => {
-            let held = &mut registry.slots[slot as usize];
-            held.text.clear();
-            held.text.push_str(key);
-            held.text.push_str(id);
-            (held.key_len, held.holders, held.hash) = (key_len, 1, hash);
-            slot
-        }
-        None => {
-            let mut text = CompactString::with_capacity(key.len() + id.len());
-            text.push_str(key);
-            text.push_str(id);
-            registry.slots.push(Slot { text, key_len, holders: 1, hash });
-            u32::try_from(registry.slots.len() - 1).expect("fewer than 4 billion held ids")
-        }
-    };
-    let IdRegistry { table, slots, .. } = registry;
-    table.insert_unique(hash, slot, |&other| slots[other as usize].hash);
-    slot
 }
