@@ -52,7 +52,6 @@ pub enum Value {
 /// A record's values for its aggregates, in line for the usual few (no allocation per record).
 pub type Values = SmallVec<[Option<Value>; 4]>;
 
-
 #[derive(Clone)]
 pub enum State {
     Total(i128),                       // sum, count
@@ -338,23 +337,18 @@ impl IdRegistry {
 /// A free slot (or a new one) holding (key, id) with one holder.
 fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, free: &mut Vec<u32>, hash: u64, key: &str,
             id: &str) -> u32 {
-    let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-    while let Some(slot) = free.pop() {
-        if holders[slot as usize] > 0 {
-            continue; // taken back after it was freed
-        }
-        let held = &mut slots[slot as usize];
-        held.text.clear();
-        held.text.push_str(key);
-        held.text.push_str(id);
-        (held.key_len, held.hash) = (key_len, hash);
-        holders[slot as usize] = 1;
-        return slot;
-    }
     let mut text = CompactString::with_capacity(key.len() + id.len());
     text.push_str(key);
     text.push_str(id);
-    slots.push(Slot { text, key_len, hash });
+    let held = Slot { text, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"), hash };
+    while let Some(slot) = free.pop() {
+        if holders[slot as usize] == 0 { // else taken back after it was freed
+            slots[slot as usize] = held;
+            holders[slot as usize] = 1;
+            return slot;
+        }
+    }
+    slots.push(held);
     holders.push(1);
     u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
