@@ -274,6 +274,9 @@ pub struct IdRegistry {
     // Each slot's holder count (0: free), apart from the slots: a release touches only this dense
     // vector (4 bytes an id: mostly in cache), not the slot's text written long before.
     holders: Vec<u32>,
+    // Whether each slot's text is on the heap: a free slot taken for a new id is overwritten without
+    // reading it (its text, written long before, is out of cache) unless it has memory to free.
+    spilled: Vec<bool>,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     live: usize,
     hasher: ahash::RandomState,
@@ -282,7 +285,8 @@ pub struct IdRegistry {
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), free: Vec::new(), live: 0,
+            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), spilled: Vec::new(), free: Vec::new(),
+            live: 0,
             hasher: ahash::RandomState::new(),
         }))
     }
@@ -302,7 +306,7 @@ impl IdRegistry {
             self.rebuild();
         }
         let hash = self.hasher.hash_one((key, id));
-        let IdRegistry { table, slots, holders, free, .. } = self;
+        let IdRegistry { table, slots, holders, spilled, free, .. } = self;
         let entry = table.entry(hash, |&slot| slots[slot as usize].is(key, id), |&slot| slots[slot as usize].hash);
         let (slot, fresh) = match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
@@ -311,7 +315,7 @@ impl IdRegistry {
                 (slot, holders[slot as usize] == 1)
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let slot = new_slot(slots, holders, free, hash, key, id);
+                let slot = new_slot(slots, holders, spilled, free, hash, key, id);
                 vacant.insert(slot);
                 (slot, true)
             }
@@ -335,21 +339,31 @@ impl IdRegistry {
 }
 
 /// A free slot (or a new one) holding (key, id) with one holder.
-fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, free: &mut Vec<u32>, hash: u64, key: &str,
-            id: &str) -> u32 {
+fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, spilled: &mut Vec<bool>, free: &mut Vec<u32>,
+            hash: u64, key: &str, id: &str) -> u32 {
     let mut text = CompactString::with_capacity(key.len() + id.len());
     text.push_str(key);
     text.push_str(id);
+    let on_heap = text.is_heap_allocated();
     let held = Slot { text, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"), hash };
     while let Some(slot) = free.pop() {
-        if holders[slot as usize] == 0 { // else taken back after it was freed
-            slots[slot as usize] = held;
-            holders[slot as usize] = 1;
+        let index = slot as usize;
+        if holders[index] == 0 { // else taken back after it was freed
+            if spilled[index] {
+                slots[index] = held;
+            } else {
+                // SAFETY: `index` is in bounds (a slot number), and the old text is in line: it owns
+                // no memory, so not dropping it leaks nothing.
+                unsafe { std::ptr::write(slots.as_mut_ptr().add(index), held) };
+            }
+            spilled[index] = on_heap;
+            holders[index] = 1;
             return slot;
         }
     }
     slots.push(held);
     holders.push(1);
+    spilled.push(on_heap);
     u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 
