@@ -106,6 +106,9 @@ def restore_consumer_config(settings: RunSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        # A partition's end is only known from an empty fetch, which the broker holds for this long
+        # (500 ms by default): every restore paid it once, however small the changelog.
+        "fetch.wait.max.ms": 10,
     }
 
 
