@@ -228,8 +228,8 @@ impl HeldId {
     /// The (key, id) texts, lent to `with`.
     pub fn with<R>(&self, with: impl FnOnce(&str, &str) -> R) -> R {
         let registry = self.registry.borrow();
-        let held = &registry.slots[self.slot as usize];
-        with(&held.text[..held.key_len as usize], &held.text[held.key_len as usize..])
+        let (key, id) = registry.slots[self.slot as usize].texts(&registry.texts);
+        with(key, id)
     }
 }
 
@@ -249,16 +249,25 @@ impl Drop for HeldId {
 /// The registry as the engine and its stores share it.
 pub type Ids = Rc<RefCell<IdRegistry>>;
 
+#[derive(Clone, Copy)]
 struct Slot {
-    text: CompactString, // the key, then the id (in line up to 24 bytes)
+    at: usize, // where its text starts in the registry's `texts`: the key, then the id
     key_len: u32,
+    len: u32,
     hash: u64,
 }
 
 impl Slot {
-    fn is(&self, key: &str, id: &str) -> bool {
-        self.key_len as usize == key.len() && self.text.len() == key.len() + id.len()
-            && self.text.starts_with(key) && self.text.ends_with(id)
+    fn texts<'a>(&self, texts: &'a str) -> (&'a str, &'a str) {
+        let (key_end, end) = (self.at + self.key_len as usize, self.at + self.len as usize);
+        (&texts[self.at..key_end], &texts[key_end..end])
+    }
+
+    fn is(&self, texts: &str, key: &str, id: &str) -> bool {
+        self.key_len as usize == key.len() && self.len as usize == key.len() + id.len() && {
+            let (held_key, held_id) = self.texts(texts);
+            held_key == key && held_id == id
+        }
     }
 }
 
@@ -267,16 +276,17 @@ impl Slot {
 /// (SPEC 7.2). A slot whose last holder drops it is only marked free: its table entry stays until
 /// the slot is found again (and taken back) or the table is rebuilt from the live slots, once it
 /// holds twice as many entries as there are live ids (a sequential pass, amortized O(1) per id).
-/// So a release touches its slot and nothing else.
+/// So a release touches its slot's holder count and nothing else.
 pub struct IdRegistry {
     table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
     slots: Vec<Slot>,
     // Each slot's holder count (0: free), apart from the slots: a release touches only this dense
-    // vector (4 bytes an id: mostly in cache), not the slot's text written long before.
+    // vector (4 bytes an id: mostly in cache), not the slot written long before.
     holders: Vec<u32>,
-    // Whether each slot's text is on the heap: a free slot taken for a new id is overwritten without
-    // reading it (its text, written long before, is out of cache) unless it has memory to free.
-    spilled: Vec<bool>,
+    // Every slot's text, one after another: a new id is appended (no allocation of its own, and
+    // none to free: ids such as UUIDs are too long to keep in line). The texts of free slots stay
+    // until the rebuild, which copies only the live ones; so this holds at most about twice them.
+    texts: String,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     live: usize,
     hasher: ahash::RandomState,
@@ -285,9 +295,8 @@ pub struct IdRegistry {
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), spilled: Vec::new(), free: Vec::new(),
-            live: 0,
-            hasher: ahash::RandomState::new(),
+            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), texts: String::new(),
+            free: Vec::new(), live: 0, hasher: ahash::RandomState::new(),
         }))
     }
 
@@ -306,8 +315,8 @@ impl IdRegistry {
             self.rebuild();
         }
         let hash = self.hasher.hash_one((key, id));
-        let IdRegistry { table, slots, holders, spilled, free, .. } = self;
-        let entry = table.entry(hash, |&slot| slots[slot as usize].is(key, id), |&slot| slots[slot as usize].hash);
+        let IdRegistry { table, slots, holders, texts, free, .. } = self;
+        let entry = table.entry(hash, |&slot| slots[slot as usize].is(texts, key, id), |&slot| slots[slot as usize].hash);
         let (slot, fresh) = match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
                 let slot = *found.get();
@@ -315,7 +324,7 @@ impl IdRegistry {
                 (slot, holders[slot as usize] == 1)
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let slot = new_slot(slots, holders, spilled, free, hash, key, id);
+                let slot = new_slot(slots, holders, texts, free, hash, key, id);
                 vacant.insert(slot);
                 (slot, true)
             }
@@ -326,9 +335,19 @@ impl IdRegistry {
         (slot, fresh)
     }
 
-    /// The table again from the live slots: drops the entries of free and reused slots.
+    /// The table again from the live slots (dropping the entries of free and reused slots), and
+    /// their texts copied together (dropping those of free slots).
     fn rebuild(&mut self) {
-        let IdRegistry { table, slots, holders, .. } = self;
+        let IdRegistry { table, slots, holders, texts, .. } = self;
+        let mut kept = String::with_capacity(texts.len() / 2);
+        for (held, &holders) in slots.iter_mut().zip(holders.iter()) {
+            if holders > 0 {
+                let at = kept.len();
+                kept.push_str(&texts[held.at..held.at + held.len as usize]);
+                held.at = at;
+            }
+        }
+        *texts = kept;
         table.clear();
         for (index, held) in slots.iter().enumerate() {
             if holders[index] > 0 {
@@ -339,31 +358,23 @@ impl IdRegistry {
 }
 
 /// A free slot (or a new one) holding (key, id) with one holder.
-fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, spilled: &mut Vec<bool>, free: &mut Vec<u32>,
+fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, texts: &mut String, free: &mut Vec<u32>,
             hash: u64, key: &str, id: &str) -> u32 {
-    let mut text = CompactString::with_capacity(key.len() + id.len());
-    text.push_str(key);
-    text.push_str(id);
-    let on_heap = text.is_heap_allocated();
-    let held = Slot { text, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"), hash };
+    let at = texts.len();
+    texts.push_str(key);
+    texts.push_str(id);
+    let held = Slot { at, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"),
+                      len: u32::try_from(key.len() + id.len()).expect("an id shorter than 4 GiB"), hash };
     while let Some(slot) = free.pop() {
         let index = slot as usize;
         if holders[index] == 0 { // else taken back after it was freed
-            if spilled[index] {
-                slots[index] = held;
-            } else {
-                // SAFETY: `index` is in bounds (a slot number), and the old text is in line: it owns
-                // no memory, so not dropping it leaks nothing.
-                unsafe { std::ptr::write(slots.as_mut_ptr().add(index), held) };
-            }
-            spilled[index] = on_heap;
+            slots[index] = held; // its old text is left where it is, for the rebuild to drop
             holders[index] = 1;
             return slot;
         }
     }
     slots.push(held);
     holders.push(1);
-    spilled.push(on_heap);
     u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 

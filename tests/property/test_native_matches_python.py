@@ -321,19 +321,22 @@ def test_each_core_restores_what_the_other_wrote_for_shaped_records(job, feed_li
 
 
 @pytest.mark.parametrize("windows", [[], [WindowRules(size=100, advance=100, grace=0)]])
-def test_ids_stay_held_while_many_more_come_and_go(windows):
-    """Thousands of ids (the compiled registry sweeps released ones once it has doubled): a copy of
-    a record an open session holds is a duplicate in both cores, a copy of a closed one is not."""
+@pytest.mark.parametrize("id_of", [lambda n: f"t{n}", lambda n: f"{n:08d}-8a4c-4f1e-9b2a-3c6d5e7f9a0b"],
+                         ids=["short ids", "uuid-long ids"])
+def test_ids_stay_held_while_many_more_come_and_go(windows, id_of):
+    """Thousands of ids (the compiled registry sweeps released ones, and their texts, once it has
+    doubled): a copy of a record an open session holds is a duplicate in both cores, a copy of a
+    closed one is not."""
     job = shaped_job(SessionRules(gap=50, grace=0), windows)
     lines = []
     for n in range(6000):
-        lines.append(orjson.dumps({"user_id": f"p{n % 7}", "timestamp": n * 10, "type": "BET", "id": f"t{n}",
+        lines.append(orjson.dumps({"user_id": f"p{n % 7}", "timestamp": n * 10, "type": "BET", "id": id_of(n),
                                    "value": {"stake": "1.5", "win": "0"}}))
         if n % 5 == 4:  # the record just before it: held by its open session
             lines.append(lines[-2])
         if n % 500 == 499:  # the id of a record long gone (its session and window closed), now again
             lines.append(orjson.dumps({"user_id": f"p{(n - 400) % 7}", "timestamp": n * 10, "type": "BET",
-                                       "id": f"t{n - 400}", "value": {"stake": "1.5", "win": "0"}}))
+                                       "id": id_of(n - 400), "value": {"stake": "1.5", "win": "0"}}))
     python, native = run(Partition, job, lines, False), run(NativePartition, job, lines, False)
     assert native == python
     assert python[2][3] == {"duplicate": 1200}
