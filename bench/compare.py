@@ -122,9 +122,11 @@ def ensure_inputs() -> None:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             print(f"generating {path.name} ...", file=sys.stderr)
-            with open(path, "wb") as out:
+            partial = path.with_suffix(".partial")  # renamed when whole: an interrupted run leaves no short file
+            with open(partial, "wb") as out:
                 for line in generate(SampleShape(events=events, players=players, seed=seed, delayed_share=0.2)):
                     out.write(line + b"\n")
+            partial.replace(path)
     newest_source = max(f.stat().st_mtime for f in PEER_SOURCES.rglob("*.java"))
     if not PEER_JAR.exists() or PEER_JAR.stat().st_mtime < newest_source:
         print("building the Kafka Streams peer ...", file=sys.stderr)

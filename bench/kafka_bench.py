@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
@@ -54,9 +54,11 @@ def main() -> None:
     if not DATA.exists():
         DATA.parent.mkdir(parents=True, exist_ok=True)
         print("generating 1M spins ...", file=sys.stderr)
-        with open(DATA, "wb") as out:
+        partial = DATA.with_suffix(".partial")  # renamed when whole: an interrupted run leaves no short file
+        with open(partial, "wb") as out:
             for line in generate(SampleShape(events=1_000_000, players=100_000, seed=99, delayed_share=0.2)):
                 out.write(line + b"\n")
+        partial.replace(DATA)
     work = Path(tempfile.mkdtemp(prefix="sessionizer-bench-"))
     with Broker(work / "broker", heap="1g") as broker:
         result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -446,7 +448,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: 
                    may_exit: bool = False) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    ends = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+    ends = sum(_high_watermark(consumer, tp) for tp in tps)
     assert ends == total, (ends, total)
     try:
         while True:
@@ -458,6 +460,19 @@ def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: 
             time.sleep(0.2)
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition) -> int:
+    """Asked again while the partition's leader is still settling (NOT_LEADER right after the topic
+    was created and filled, seen once on this machine)."""
+    for attempt in range(20):
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)[1]
+        except KafkaException:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def peak_rss(pid: int) -> int:

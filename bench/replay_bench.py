@@ -65,8 +65,10 @@ def generate(path: Path, arguments: list[str]) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"generating {path} ...", file=sys.stderr)
+    partial = path.with_suffix(".partial")  # renamed when whole: an interrupted run leaves no short file
     subprocess.run([str(BIN / "sessionizer"), "generate", "--events", "500000", "--players", "50000",
-                    "--seed", "42", *arguments, "-o", str(path)], check=True)  # a later --events wins
+                    "--seed", "42", *arguments, "-o", str(partial)], check=True)  # a later --events wins
+    partial.replace(path)
 
 
 def stream_facts(path: Path) -> dict:
