@@ -10,7 +10,7 @@ last final windows) go to a fresh 6-partition topic per contender:
 - Kafka Streams with its defaults (exactly_once_v2, suppress until windows close), and tuned as
   its experts would, with 2 and with 1 stream threads (bench/peers/kafka-streams),
 - Quix Streams tuned (exactly-once, 250 ms commits, .final(closing_strategy="partition");
-  bench/peers/quix), on the first QUIX_EVENTS spins only: it runs at about 2,000 events/s,
+  bench/peers/quix), on the first QUIX_EVENTS spins only: it runs at about 1,000 events/s here,
 - Flink SQL (SESSION and TUMBLE window TVFs, exactly-once Kafka sink; bench/peers/flink).
 
 Each runs from its start until its committed input offsets reach the end, then until its
