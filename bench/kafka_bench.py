@@ -7,8 +7,8 @@
 2. Bytes per open session: the core's own state for 100k open sessions (the compiled core:
    RSS growth in a process of its own; the pure-Python core: tracemalloc).
 3. Restore: RESTORE_SESSIONS (1M) players with open sessions, committed, then kill -9 and a
-   restart; the restore time is what the restarted process logs for reading
-   the changelog back.
+   restart, RESTORES times over; the restore time is the median of what each restarted process
+   logs for reading the changelog back.
 
 Writes bench/results/kafka.json and the Kafka section of BENCHMARKS.md.
 """
@@ -281,6 +281,7 @@ def idle_close(bootstrap: str, work: Path) -> dict:
 
 
 RESTORE_SESSIONS = 1_000_000
+RESTORES = 3  # kill -9 and restart this many times: the median restore
 
 
 def restore(bootstrap: str, work: Path) -> dict:
@@ -300,21 +301,25 @@ def restore(bootstrap: str, work: Path) -> dict:
     process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=open(log_path, "wb"))
     wait_committed(bootstrap, "restore", "restore-events", len(lines), process)
     time.sleep(1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    before = log_path.read_text().count("restored partitions")
-    restarted = time.perf_counter()
-    process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=open(log_path, "ab"))
-    deadline = time.monotonic() + 300
-    while log_path.read_text().count("restored partitions") == before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    to_ready = time.perf_counter() - restarted
+    seconds, to_ready, last = [], [], ""
+    for _ in range(RESTORES):  # kill -9 the process holding the state, then time its restart's restore
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        before = log_path.read_text().count("restored partitions")
+        restarted = time.perf_counter()
+        process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=open(log_path, "ab"))
+        deadline = time.monotonic() + 300
+        while log_path.read_text().count("restored partitions") == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        to_ready.append(time.perf_counter() - restarted)
+        last = [line for line in log_path.read_text().splitlines() if "restored partitions" in line][-1]
+        seconds.append(float(dict(re.findall(r"(\w+)=(\S+)", last))["seconds"]))
     process.send_signal(signal.SIGTERM)
     process.wait(60)
-    last = [line for line in log_path.read_text().splitlines() if "restored partitions" in line][-1]
     fields = dict(re.findall(r"(\w+)=(\S+)", last))
     return {"restore_open_sessions": int(fields["open_windows"]), "restore_changelog_records": int(fields["changelog_records"]),
-            "restore_seconds": float(fields["seconds"]), "restart_to_restored_seconds": round(to_ready, 2)}
+            "restore_seconds": statistics.median(seconds), "restore_seconds_runs": seconds,
+            "restart_to_restored_seconds": round(statistics.median(to_ready), 2)}
 
 
 def scrape_cost() -> dict:
@@ -521,7 +526,9 @@ def write_section(r: dict) -> None:
         f"| the same, pure-Python core (tracemalloc) | {r['bytes_per_open_session_5_spins']} bytes "
         f"(+{r['key_string_bytes']} for the player id string) |",
         f"| restore after kill -9: {r['restore_open_sessions']:,} open sessions "
-        f"({r['restore_changelog_records']:,} changelog records) | **{r['restore_seconds']:.2f} s** "
+        f"({r['restore_changelog_records']:,} changelog records; median of "
+        f"{', '.join(f'{t:.2f}' for t in r['restore_seconds_runs'])} s, each after a kill -9) | "
+        f"**{r['restore_seconds']:.2f} s** "
         f"(goal: 1,000,000 within 3 s; restart to restored: {r['restart_to_restored_seconds']:.1f} s) |",
         "",
         "Goals (issues): at least 100k events/s and at least 90 % of the passthrough's rate; at most 300 bytes "
