@@ -99,7 +99,7 @@ DIST_STAMP := dist/.built
 $(DIST_STAMP): $(WHEEL_TOOLS) pyproject.toml README.md $(NATIVE_SOURCES) $(shell find src -name '*.py')
 	rm -rf dist
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/maturin build --release --zig --compatibility manylinux2014 --out dist --quiet
-	$(BIN)/maturin sdist --out dist
+	$(BIN)/maturin sdist -m native/Cargo.toml --out dist  # -m: else it first looks for ./Cargo.toml and prints an error
 	$(BIN)/auditwheel show dist/sessionizer-*.whl
 	touch $@
 
