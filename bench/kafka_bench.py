@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tools" / "kafka"))
 sys.path.insert(0, str(ROOT / "src"))
 from broker import Broker, free_port  # noqa: E402
 
+from sessionizer.kafka.changelog import watermarks  # noqa: E402
 from sessionizer.sample import SampleShape, generate  # noqa: E402
 
 DATA = HERE / "data" / "spins-1m.jsonl"
@@ -453,7 +454,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: 
                    may_exit: bool = False) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    ends = sum(_high_watermark(consumer, tp) for tp in tps)
+    ends = sum(watermarks(consumer, tp)[1] for tp in tps)  # asked again while a new topic's leader settles
     assert ends == total, (ends, total)
     try:
         while True:
@@ -465,19 +466,6 @@ def wait_committed(bootstrap: str, group: str, topic: str, total: int, process: 
             time.sleep(0.2)
     finally:
         consumer.close()
-
-
-def _high_watermark(consumer: Consumer, tp: TopicPartition) -> int:
-    """Asked again while the partition's leader is still settling (NOT_LEADER right after the topic
-    was created and filled, seen once on this machine)."""
-    for attempt in range(20):
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=10)[1]
-        except KafkaException:
-            if attempt == 19:
-                raise
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
 
 
 def peak_rss(pid: int) -> int:

@@ -39,7 +39,7 @@ def restore_partitions(settings: RunSettings, partitions: list[int], make: Calla
         assignment = []
         for topic, store in topic_store.items():
             for p in partitions:
-                low, high = _watermarks(consumer, TopicPartition(topic, p))
+                low, high = watermarks(consumer, TopicPartition(topic, p))
                 if high > low:
                     assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         remaining = {(tp.topic, tp.partition) for tp in assignment}
@@ -88,7 +88,7 @@ def changelog_records(settings: RunSettings, partition: Partition) -> dict[str, 
             if changes}
 
 
-def _watermarks(consumer: Consumer, partition: TopicPartition, patience: float = 60.0) -> tuple[int, int]:
+def watermarks(consumer: Consumer, partition: TopicPartition, patience: float = 60.0) -> tuple[int, int]:
     """Low and high offsets, asked again while the partition is between leaders (just created,
     or moving after a broker restart) rather than failing the whole assignment."""
     deadline = time.monotonic() + patience
