@@ -8,6 +8,7 @@
 
 mod decode;
 mod due;
+mod keys;
 mod msgpack;
 mod output;
 mod sessions;
@@ -457,19 +458,21 @@ impl Engine {
 
     /// (key, state or None when gone) per session key changed since the last call, in key order;
     /// the state as the Python core's changelog holds it.
-    fn take_session_changes<'py>(&mut self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
-        let Some(sessions) = &mut self.sessions else { return Vec::new() };
-        // taken, not drained: a set that once held every key would keep its table for good
-        let mut keys: Vec<Key> = std::mem::take(&mut sessions.changed).into_iter().collect();
-        keys.sort();
-        keys.iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
+    fn take_session_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let Some(sessions) = &mut self.sessions else { return Ok(PyList::empty(py)) };
+        let mut changed = std::mem::take(&mut sessions.changed);
+        let mut gone = Vec::new();
+        let keys = changed.take(&sessions.keys, &mut gone);
+        let states = session_states(py, sessions, &keys);
+        sessions.changed = changed;
+        states
     }
 
-    fn all_session_states<'py>(&self, py: Python<'py>) -> Vec<(String, Option<Bound<'py, PyBytes>>)> {
-        let Some(sessions) = &self.sessions else { return Vec::new() };
-        let mut keys: Vec<&Key> = sessions.keys.keys().chain(sessions.closed_ends.keys()).collect();
-        keys.sort();
-        keys.into_iter().map(|key| (key.to_string(), session_state(py, sessions, key))).collect()
+    fn all_session_states<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let Some(sessions) = &self.sessions else { return Ok(PyList::empty(py)) };
+        let mut keys: Vec<&str> = sessions.keys.keys().chain(sessions.closed_ends.keys()).map(Key::as_str).collect();
+        keys.sort_unstable();
+        session_states(py, sessions, &keys)
     }
 
     /// ("start:group", totals or None when closed) per window of rolling `index` changed since the
@@ -734,58 +737,70 @@ fn value_of(value: &Bound<'_, PyAny>) -> PyResult<Value> {
 
 /// One key's state as msgspec encodes the Python core's (closed end, times, amounts, labels);
 /// None when the key has no state left.
-fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str) -> Option<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(64);
+fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: &mut Vec<u8>)
+                     -> Option<Bound<'py, PyBytes>> {
+    out.clear();
     match sessions.keys.get(key) {
         None => {
             let &end = sessions.closed_ends.get(key)?;
-            msgpack::array(&mut out, 4);
-            msgpack::int(&mut out, end as i128)?;
-            msgpack::bin(&mut out, b"");
-            msgpack::bin(&mut out, b"");
-            msgpack::array(&mut out, 0);
+            msgpack::array(out, 4);
+            msgpack::int(out, end as i128)?;
+            msgpack::bin(out, b"");
+            msgpack::bin(out, b"");
+            msgpack::array(out, 0);
         }
         Some(state) => {
             let times: Vec<u8> = state.spins.iter().flat_map(|spin| spin.time.to_le_bytes()).collect();
             let amounts: Vec<u8> = state.spins.iter()
                 .flat_map(|spin| spin.stake.to_le_bytes().into_iter().chain(spin.win.to_le_bytes())).collect();
-            msgpack::array(&mut out, if sessions.shaped { 5 } else { 4 });
-            msgpack::int(&mut out, state.closed_end.max(NO_CLOSED_END) as i128)?;
-            msgpack::bin(&mut out, &times);
-            msgpack::bin(&mut out, &amounts);
-            msgpack::array(&mut out, state.spins.len());
+            msgpack::array(out, if sessions.shaped { 5 } else { 4 });
+            msgpack::int(out, state.closed_end.max(NO_CLOSED_END) as i128)?;
+            msgpack::bin(out, &times);
+            msgpack::bin(out, &amounts);
+            msgpack::array(out, state.spins.len());
             for label in state.spins.iter().map(|spin| &spin.label) {
                 match label {
-                    None => msgpack::nil(&mut out),
+                    None => msgpack::nil(out),
                     Some(label) => {
-                        msgpack::array(&mut out, 2);
+                        msgpack::array(out, 2);
                         for part in [&label.0, &label.1] {
                             match part {
-                                None => msgpack::nil(&mut out),
-                                Some(text) => msgpack::str(&mut out, text),
+                                None => msgpack::nil(out),
+                                Some(text) => msgpack::str(out, text),
                             }
                         }
                     }
                 }
             }
             if let (true, Some(records)) = (sessions.shaped, state.records()) {
-                msgpack::array(&mut out, records.weights.len());
+                msgpack::array(out, records.weights.len());
                 for (index, (counts, id)) in records.weights.iter().zip(&records.ids).enumerate() {
-                    msgpack::array(&mut out, 3);
-                    msgpack::boolean(&mut out, *counts);
+                    msgpack::array(out, 3);
+                    msgpack::boolean(out, *counts);
                     match id {
-                        None => msgpack::nil(&mut out),
-                        Some(held) => held.with(|_, id| msgpack::str(&mut out, id)),
+                        None => msgpack::nil(out),
+                        Some(held) => held.with(|_, id| msgpack::str(out, id)),
                     }
-                    msgpack::array(&mut out, records.stride);
+                    msgpack::array(out, records.stride);
                     for value in records.values_of(index) {
-                        shapes::write_value(&mut out, value);
+                        shapes::write_value(out, value);
                     }
                 }
             }
         }
     }
-    Some(PyBytes::new(py, &out))
+    Some(PyBytes::new(py, out))
+}
+
+/// (key, state or None) per key, as a list made in place: a commit of many keys holds no copy of
+/// them (nor of their states) on the side.
+fn session_states<'py>(py: Python<'py>, sessions: &SessionStore, keys: &[&str]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    let mut out = Vec::with_capacity(64);
+    for &key in keys {
+        list.append((key, session_state(py, sessions, key, &mut out)))?;
+    }
+    Ok(list)
 }
 
 /// A window's (count, stake, win) as msgspec encodes it, with a shaped window's (states, ids).

@@ -5,13 +5,14 @@
 //! due.rs), the same order of emission. Comments here say only where Rust differs; the Python
 //! file explains why.
 
-use crate::{HashMap, HashSet};
+use crate::HashMap;
 use std::rc::Rc;
 
 use compact_str::CompactString;
 use smallvec::{smallvec, SmallVec};
 
-use crate::due::DueQueue;
+use crate::due::{as_is, DueQueue};
+use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
 use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, Value};
 
@@ -280,14 +281,14 @@ pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize]
 
 pub struct SessionStore {
     pub rules: SessionRules,
-    pub keys: HashMap<Key, KeySessions>,
+    pub keys: KeyMap<KeySessions>,
     pub closed_ends: HashMap<Key, i64>,
-    due: DueQueue,
-    forget: DueQueue,
+    due: DueQueue<Slot, (Key, Slot)>, // by slot while waiting; by key (then slot) once in the heap
+    forget: DueQueue<Key>,
     pub next_due: i64,
     labels: HashMap<LabelPair, Label>,
     pub track_changes: bool,
-    pub changed: HashSet<Key>,
+    pub changed: ChangedKeys,
     max_events: i64,
     max_duration: i64,
     event_name: Vec<u8>,
@@ -306,14 +307,14 @@ impl SessionStore {
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
-            keys: HashMap::default(),
+            keys: KeyMap::default(),
             closed_ends: HashMap::default(),
             due: DueQueue::new(),
             forget: DueQueue::new(),
             next_due: NEVER,
             labels: HashMap::default(),
             track_changes,
-            changed: HashSet::default(),
+            changed: ChangedKeys::default(),
             event_name,
             stamp_end,
             out: Vec::new(),
@@ -322,8 +323,30 @@ impl SessionStore {
 
     fn mark(&mut self, key: &Key) {
         if self.track_changes {
-            self.changed.insert(key.clone());
+            match self.keys.find(key) {
+                Some(slot) => self.changed.mark(slot),
+                None => self.changed.mark_gone(key.clone()),
+            }
         }
+    }
+
+    fn mark_slot(&mut self, slot: Slot) {
+        if self.track_changes {
+            self.changed.mark(slot);
+        }
+    }
+
+    fn queue(&mut self, due: i64, slot: Slot) {
+        self.due.push(due, slot, |when, slot| due_entry(&self.keys, when, slot));
+    }
+
+    /// Take `key` out (with the ids its records held).
+    fn remove(&mut self, key: &str) -> Option<KeySessions> {
+        let (slot, key, state) = self.keys.remove(key)?;
+        if self.track_changes {
+            self.changed.removed(slot, &key);
+        }
+        Some(state)
     }
 
     pub fn label(&mut self, game: Option<&str>, channel: Option<&str>) -> Option<Label> {
@@ -335,7 +358,8 @@ impl SessionStore {
     pub fn offer(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>, channel: Option<&str>,
                  now: i64) -> bool {
         // The common case first, in one lookup: a key with open records, this one not older than its last.
-        if let Some((owned, state)) = self.keys.get_key_value_mut(key) {
+        if let Some(slot) = self.keys.find(key) {
+            let (owned, state) = self.keys.entry_mut(slot);
             if time <= state.closed_end {
                 return false;
             }
@@ -366,12 +390,10 @@ impl SessionStore {
             push_spin(&mut state.spins, Spin { time, stake, win, label });
             if due < state.due {
                 state.due = due;
-                self.due.push(due, owned.clone());
+                self.queue(due, slot);
                 self.next_due = self.next_due.min(due);
             }
-            if self.track_changes {
-                self.changed.insert(owned.clone());
-            }
+            self.mark_slot(slot);
             return true;
         }
         // A key with no open records: a new session, unless its last closed one makes this late.
@@ -381,13 +403,12 @@ impl SessionStore {
             return false;
         }
         let label = label_for(&mut self.labels, None, game, channel);
-        let owned: Key = Key::from(key);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        self.keys.insert(owned.clone(), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
-        self.due.push(due, owned.clone());
+        let slot = self.keys.insert(Key::from(key), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
+        self.queue(due, slot);
         self.next_due = self.next_due.min(due);
-        self.mark(&owned);
+        self.mark_slot(slot);
         true
     }
 
@@ -398,7 +419,7 @@ impl SessionStore {
                         values: &mut [Option<Value>]) -> bool {
         let rules = self.rules.clone();
         let weight = counts as i64;
-        let owned: Key = match self.keys.get_key_value_mut(key) {
+        let owned: Key = match self.keys.find(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
                 let due = rules.close_at(time, weight);
@@ -411,11 +432,14 @@ impl SessionStore {
                 let spins = vec![Spin { time, stake, win, label }];
                 let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4);
                 records.push(counts, id, values);
-                self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, records));
-                self.schedule(&owned, due);
+                let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, records));
+                self.keys.state_mut(slot).due = due;
+                self.queue(due, slot);
+                self.next_due = self.next_due.min(due);
                 owned
             }
-            Some((owned, state)) => {
+            Some(slot) => {
+                let (owned, state) = self.keys.entry_mut(slot);
                 let owned = owned.clone();
                 if time <= state.closed_end {
                     return false;
@@ -440,7 +464,7 @@ impl SessionStore {
                     state.push_shaped(spin, counts, id, values);
                     if due < state.due {
                         state.due = due;
-                        self.due.push(due, owned.clone());
+                        self.queue(due, slot);
                         self.next_due = self.next_due.min(due);
                     }
                 } else {
@@ -497,13 +521,13 @@ impl SessionStore {
     }
 
     pub fn close_due(&mut self, now: i64) {
-        while let Some(when) = self.due.peek() {
+        while let Some(when) = self.due.peek(|when, slot| due_entry(&self.keys, when, slot)) {
             if when > now {
                 break;
             }
-            let (when, key) = self.due.pop().unwrap();
-            match self.keys.get(&key) {
-                Some(state) if state.due == when => {
+            let (when, (key, slot)) = self.due.pop(|when, slot| due_entry(&self.keys, when, slot)).unwrap();
+            match self.keys.at(slot) {
+                Some((held, state)) if *held == key && state.due == when => {
                     let close_time = close_time(&self.rules, state);
                     if close_time != when {
                         // Scheduled before later records moved the key's close time: back into the
@@ -517,11 +541,11 @@ impl SessionStore {
                 _ => continue,
             }
         }
-        while let Some(when) = self.forget.peek() {
+        while let Some(when) = self.forget.peek(as_is) {
             if when > now {
                 break;
             }
-            let (when, key) = self.forget.pop().unwrap();
+            let (when, key) = self.forget.pop(as_is).unwrap();
             if let Some(&closed_end) = self.closed_ends.get(&key) {
                 if self.rules.forget_at(closed_end) == Some(when) {
                     self.closed_ends.remove(&key);
@@ -533,8 +557,8 @@ impl SessionStore {
     }
 
     fn update_next_due(&mut self) {
-        let due = self.due.peek().unwrap_or(NEVER);
-        let forget = self.forget.peek().unwrap_or(NEVER);
+        let due = self.due.peek(|when, slot| due_entry(&self.keys, when, slot)).unwrap_or(NEVER);
+        let forget = self.forget.peek(as_is).unwrap_or(NEVER);
         self.next_due = due.min(forget);
     }
 
@@ -542,7 +566,7 @@ impl SessionStore {
         let mut keys: Vec<Key> = self.keys.keys().cloned().collect();
         keys.sort();
         for key in keys {
-            let sessions = self.keys[&key].sessions();
+            let sessions = self.keys.get(&key).unwrap().sessions();
             for (first, stop) in sessions {
                 self.emit_session(&key, first, stop, true);
             }
@@ -556,7 +580,7 @@ impl SessionStore {
 
     fn settle(&mut self, key: &Key, now: i64) {
         let rules = self.rules.clone();
-        let state = &self.keys[key];
+        let state = self.keys.get(key).unwrap();
         if state.starts.len() == 1 {
             let count = state.spins.len();
             let due = close_time(&rules, state);
@@ -580,7 +604,7 @@ impl SessionStore {
             self.close_sessions(key, &closing);
             self.mark(key);
         }
-        let state = &self.keys[key];
+        let state = self.keys.get(key).unwrap();
         if state.spins.is_empty() {
             self.drop_empty(key, now);
         } else {
@@ -590,7 +614,7 @@ impl SessionStore {
     }
 
     fn drop_empty(&mut self, key: &Key, now: i64) {
-        let state = self.keys.remove(key).unwrap();
+        let state = self.remove(key).unwrap();
         if state.closed_end == NO_CLOSED_END {
             return;
         }
@@ -598,7 +622,7 @@ impl SessionStore {
         if forget_at.is_none_or(|at| at > now) {
             self.closed_ends.insert(key.clone(), state.closed_end);
             if let Some(at) = forget_at {
-                self.forget.push(at, key.clone());
+                self.forget.push(at, key.clone(), as_is);
                 if at < self.next_due {
                     self.next_due = at;
                 }
@@ -682,8 +706,9 @@ impl SessionStore {
     }
 
     fn schedule(&mut self, key: &Key, due: i64) {
-        self.keys.get_mut(key).unwrap().due = due;
-        self.due.push(due, key.clone());
+        let slot = self.keys.find(key).unwrap();
+        self.keys.state_mut(slot).due = due;
+        self.queue(due, slot);
         if due < self.next_due {
             self.next_due = due;
         }
@@ -699,11 +724,11 @@ impl SessionStore {
             self.closed_ends.remove(key);
         }
         let Some((closed_end, spins, records)) = state else {
-            self.keys.remove(key); // with the ids its records held
+            self.remove(key);
             return;
         };
         if spins.is_empty() {
-            self.keys.remove(key);
+            self.remove(key);
             self.closed_ends.insert(Key::from(key), closed_end);
             return;
         }
@@ -717,13 +742,7 @@ impl SessionStore {
         } else {
             sweep(&state.spins, &self.rules, 0, &[], 0)
         };
-        // One hash per record: a changelog holds mostly keys not seen yet in this restore.
-        match self.keys.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut held) => *held.get_mut() = state,
-            hashbrown::hash_map::EntryRef::Vacant(free) => {
-                free.insert_with_key(Key::from(key), state);
-            }
-        }
+        self.keys.set(key, state);
     }
 
     /// Room for `count` more keys at once, rather than growing the map step by step while restoring.
@@ -734,16 +753,23 @@ impl SessionStore {
     pub fn reschedule(&mut self) {
         let rules = self.rules.clone();
         let mut due = Vec::with_capacity(self.keys.len());
-        for (key, state) in self.keys.iter_mut() {
+        for (slot, _, state) in self.keys.iter_mut() {
             state.due = close_time(&rules, state);
-            due.push((state.due, key.clone()));
+            due.push((state.due, slot));
         }
-        self.due = DueQueue::from_entries(due);
+        self.due = DueQueue::from_entries(due, |when, slot| due_entry(&self.keys, when, slot));
         self.forget = DueQueue::from_entries(self.closed_ends.iter()
             .filter_map(|(key, &end)| rules.forget_at(end).map(|when| (when, key.clone())))
-            .collect());
+            .collect(), as_is);
         self.update_next_due();
     }
+}
+
+/// A waiting due entry as the heap orders it: (key, slot), or None when it is out of date (the
+/// key has gone, or was given another due time, which came with an entry of its own).
+fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, Slot)> {
+    let (key, state) = keys.at(slot)?;
+    (state.due == when).then(|| (key.clone(), slot))
 }
 
 /// When the first of a key's open sessions closes (`_close_time`).
