@@ -15,13 +15,13 @@ use std::collections::BinaryHeap;
 
 use crate::HashMap;
 
-const SLOT_MS: i64 = 1000;
+const SLOT_MS: i64 = 1000; // below 65,536: a time within its slot fits in a u16
 
 pub struct DueQueue<L, C: Ord = L> {
     // Every entry of a slot up to `current_slot` is here; every later one is in `later`.
     current: BinaryHeap<Reverse<(i64, C)>>,
     current_slot: i64,
-    later: HashMap<i64, Vec<(i64, L)>>,
+    later: HashMap<i64, Vec<(u16, L)>>, // (ms into the slot, entry): 8 bytes for a slot number
     slots: BinaryHeap<Reverse<i64>>, // the slots in `later`
 }
 
@@ -57,7 +57,7 @@ impl<L, C: Ord> DueQueue<L, C> {
             self.slots.push(Reverse(slot));
             Vec::new()
         });
-        waiting.push((when, entry));
+        waiting.push(((when - slot * SLOT_MS) as u16, entry));
     }
 
     /// The earliest due time, if any.
@@ -65,7 +65,10 @@ impl<L, C: Ord> DueQueue<L, C> {
         while self.current.is_empty() {
             let Reverse(slot) = self.slots.pop()?;
             let waiting = self.later.remove(&slot).expect("a listed slot");
-            let entries = waiting.into_iter().filter_map(|(when, entry)| Some(Reverse((when, resolve(when, entry)?))));
+            let entries = waiting.into_iter().filter_map(|(offset, entry)| {
+                let when = slot * SLOT_MS + offset as i64;
+                Some(Reverse((when, resolve(when, entry)?)))
+            });
             self.current = BinaryHeap::from(entries.collect::<Vec<_>>());
             self.current_slot = slot;
         }

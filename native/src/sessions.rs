@@ -9,7 +9,7 @@ use crate::HashMap;
 use std::rc::Rc;
 
 use compact_str::CompactString;
-use smallvec::{smallvec, SmallVec};
+use thin_vec::ThinVec;
 
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
@@ -82,8 +82,55 @@ pub struct Spin {
     pub label: Option<Label>,
 }
 
-/// Where a key's open sessions start in its records: most keys have one or two, kept inline.
-pub type Starts = SmallVec<[usize; 2]>;
+/// Where a key's open sessions start in its records. Most keys have one open session, from their
+/// first record: that is `None` (in 8 bytes, with no allocation); other starts are in a vector.
+#[derive(Clone, Default)]
+pub struct Starts(Option<ThinVec<usize>>);
+
+const FIRST_ONLY: [usize; 1] = [0];
+
+impl std::ops::Deref for Starts {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        self.0.as_deref().unwrap_or(&FIRST_ONLY)
+    }
+}
+
+impl Starts {
+    /// No starts (yet).
+    pub fn new() -> Self {
+        Starts(Some(ThinVec::new()))
+    }
+
+    /// One session, from the first record.
+    pub fn first_only() -> Self {
+        Starts(None)
+    }
+
+    pub fn from_slice(starts: &[usize]) -> Self {
+        if starts == FIRST_ONLY {
+            Starts(None)
+        } else {
+            Starts(Some(ThinVec::from(starts)))
+        }
+    }
+
+    pub fn push(&mut self, start: usize) {
+        self.0.get_or_insert_with(|| ThinVec::from(&FIRST_ONLY[..])).push(start);
+    }
+
+    pub fn extend(&mut self, starts: impl IntoIterator<Item = usize>) {
+        for start in starts {
+            self.push(start);
+        }
+    }
+
+    /// The same starts, in 8 bytes when they are the first record's only.
+    pub fn compact(self) -> Self {
+        if *self == FIRST_ONLY { Starts(None) } else { self }
+    }
+}
 
 /// One key's open records and sessions. Small on purpose: a map entry per key with open sessions.
 #[derive(Default)]
@@ -229,7 +276,7 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
 pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) -> Starts {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
-    let mut starts = smallvec![0];
+    let mut starts = Starts::first_only();
     let (mut start, mut end) = (spins[0].time, spins[0].time);
     let mut count = weights[0] as i64;
     for index in 1..spins.len() {
@@ -259,7 +306,7 @@ pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize]
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let gap = rules.gap;
-    let mut starts = smallvec![begin];
+    let mut starts = Starts::from_slice(&[begin]);
     let (mut start, mut end) = (spins[begin].time, spins[begin].time);
     let mut count: i64 = 1;
     for index in begin + 1..spins.len() {
@@ -405,7 +452,7 @@ impl SessionStore {
         let label = label_for(&mut self.labels, None, game, channel);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        let slot = self.keys.insert(Key::from(key), KeySessions { spins, starts: smallvec![0], closed_end, due, ..Default::default() });
+        let slot = self.keys.insert(Key::from(key), KeySessions { spins, starts: Starts::first_only(), closed_end, due, ..Default::default() });
         self.queue(due, slot);
         self.next_due = self.next_due.min(due);
         self.mark_slot(slot);
@@ -432,7 +479,7 @@ impl SessionStore {
                 let spins = vec![Spin { time, stake, win, label }];
                 let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4);
                 records.push(counts, id, values);
-                let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, smallvec![0], closed_end, records));
+                let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
                 self.keys.state_mut(slot).due = due;
                 self.queue(due, slot);
                 self.next_due = self.next_due.min(due);
@@ -505,7 +552,7 @@ impl SessionStore {
             state.starts = starts;
         } else {
             let mut starts = Starts::from_slice(&old_starts[..keep]);
-            starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1));
+            starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
             state.starts = starts;
         }
         let session = state.starts.partition_point(|&s| s <= at) - 1;
@@ -651,7 +698,7 @@ impl SessionStore {
         for &(first, stop) in closing.iter().rev() {
             state.drain(first, stop);
         }
-        state.starts = starts;
+        state.starts = starts.compact();
     }
 
     fn emit_session(&mut self, key: &Key, first: usize, stop: usize, end_of_input: bool) {
@@ -738,7 +785,7 @@ impl SessionStore {
             KeySessions { spins, closed_end, ..Default::default() }
         };
         state.starts = if self.shaped { resweep(&self.rules, &state) } else if state.spins.len() == 1 {
-            smallvec![0]
+            Starts::first_only()
         } else {
             sweep(&state.spins, &self.rules, 0, &[], 0)
         };
