@@ -94,6 +94,10 @@ impl<V> KeyMap<V> {
     /// Add `key`, which is not here; its slot.
     pub fn insert(&mut self, key: Key, state: V) -> Slot {
         let hash = self.hash(&key);
+        self.insert_hashed(hash, key, state)
+    }
+
+    fn insert_hashed(&mut self, hash: u64, key: Key, state: V) -> Slot {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -110,14 +114,15 @@ impl<V> KeyMap<V> {
         slot
     }
 
-    /// Add or replace the state of `key`.
+    /// Add or replace the state of `key` (one hash: a restore sets mostly keys not seen yet).
     pub fn set(&mut self, key: &str, state: V) -> Slot {
-        match self.find(key) {
+        let hash = self.hash(key);
+        match self.table.find(hash, |&slot| is_key(&self.chunks, slot, key)).copied() {
             Some(slot) => {
                 *self.state_mut(slot) = state;
                 slot
             }
-            None => self.insert(Key::from(key), state),
+            None => self.insert_hashed(hash, Key::from(key), state),
         }
     }
 
