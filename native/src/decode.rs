@@ -566,20 +566,35 @@ fn key_text<'a>(token: &Token<'a>) -> Option<Cow<'a, str>> {
 /// Micros of a plain decimal text: 1-13 digits, then maybe `.` and 1-6 digits; None otherwise
 /// (Python reads the rest: signs, exponents, long fractions, or names what is wrong).
 fn plain_micros(text: &str) -> Option<i64> {
-    let (whole, frac) = match text.split_once('.') {
-        Some((_, "")) => return None,
-        Some((whole, frac)) => (whole, frac),
-        None => (text, ""),
+    // One pass over the digits: up to 13 whole and 6 fraction digits fit a u64 (below 10^19).
+    let bytes = text.as_bytes();
+    let mut value: u64 = 0;
+    let mut at = 0;
+    let digits = |at: &mut usize, value: &mut u64| {
+        let from = *at;
+        while let Some(digit) = bytes.get(*at).filter(|b| b.is_ascii_digit()) {
+            *value = *value * 10 + (digit - b'0') as u64;
+            *at += 1;
+        }
+        *at - from
     };
-    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 13 || !digits_only(whole) || frac.len() > 6 || !digits_only(frac) {
+    let whole = digits(&mut at, &mut value);
+    if whole == 0 || whole > 13 {
         return None;
     }
-    let mut micros: i64 = whole.parse::<i64>().ok()? * MICROS;
-    if !frac.is_empty() {
-        micros += frac.parse::<i64>().ok()? * 10_i64.pow(6 - frac.len() as u32);
+    let mut fraction = 0;
+    if at < bytes.len() {
+        if bytes[at] != b'.' {
+            return None;
+        }
+        at += 1;
+        fraction = digits(&mut at, &mut value);
+        if fraction == 0 || fraction > 6 || at < bytes.len() {
+            return None;
+        }
     }
-    (micros <= MAX_MICROS).then_some(micros)
+    let micros = value * 10_u64.pow(6 - fraction as u32);
+    (micros <= MAX_MICROS as u64).then_some(micros as i64)
 }
 
 /// A section 1 amount (absent and null are 0): a JSON number or a numeric string.
