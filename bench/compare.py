@@ -47,10 +47,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tools" / "kafka"))
 from broker import Broker  # noqa: E402
 
+import inputs  # noqa: E402 (bench/, the directory of this script)
+
 PY = Path(sys.executable)
 BIN = PY.parent
-DATA_1M = HERE / "data" / "spins-1m.jsonl"
-DATA_500K = HERE / "data" / "spins-500k.jsonl"
+DATA_1M = inputs.SPINS_1M
+DATA_500K = inputs.SPINS_500K
 RESULTS = HERE / "results"
 CHART = HERE / "compare.png"  # committed with BENCHMARKS.md, which shows it
 PEER_JAR = HERE / "peers" / "kafka-streams" / "target" / "peer.jar"
@@ -115,18 +117,8 @@ def replay_only() -> None:
 # -- inputs --------------------------------------------------------------------------------------
 
 def ensure_inputs() -> None:
-    sys.path.insert(0, str(ROOT / "src"))
-    from sessionizer.sample import SampleShape, generate
-
-    for path, events, players, seed in ((DATA_1M, 1_000_000, 100_000, 99), (DATA_500K, 500_000, 50_000, 42)):
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            print(f"generating {path.name} ...", file=sys.stderr)
-            partial = path.with_suffix(".partial")  # renamed when whole: an interrupted run leaves no short file
-            with open(partial, "wb") as out:
-                for line in generate(SampleShape(events=events, players=players, seed=seed, delayed_share=0.2)):
-                    out.write(line + b"\n")
-            partial.replace(path)
+    inputs.ensure(DATA_1M)
+    inputs.ensure(DATA_500K)
     newest_source = max(f.stat().st_mtime for f in PEER_SOURCES.rglob("*.java"))
     if not PEER_JAR.exists() or PEER_JAR.stat().st_mtime < newest_source:
         print("building the Kafka Streams peer ...", file=sys.stderr)

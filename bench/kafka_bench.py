@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT / "tools" / "kafka"))
 sys.path.insert(0, str(ROOT / "src"))
 from broker import Broker, free_port  # noqa: E402
 
+import inputs  # noqa: E402
 from sessionizer.kafka.changelog import watermarks  # noqa: E402
-from sessionizer.sample import SampleShape, generate  # noqa: E402
 
-DATA = HERE / "data" / "spins-1m.jsonl"
+DATA = inputs.SPINS_1M
 RESULTS = HERE / "results"
 SESSIONIZER = Path(sys.executable).parent / "sessionizer"
 PARTITIONS = 6
@@ -52,14 +52,7 @@ ROUNDS = 5  # throughput runs with the monitoring endpoints off, and as many on,
 
 
 def main() -> None:
-    if not DATA.exists():
-        DATA.parent.mkdir(parents=True, exist_ok=True)
-        print("generating 1M spins ...", file=sys.stderr)
-        partial = DATA.with_suffix(".partial")  # renamed when whole: an interrupted run leaves no short file
-        with open(partial, "wb") as out:
-            for line in generate(SampleShape(events=1_000_000, players=100_000, seed=99, delayed_share=0.2)):
-                out.write(line + b"\n")
-        partial.replace(DATA)
+    inputs.ensure(DATA)
     work = Path(tempfile.mkdtemp(prefix="sessionizer-bench-"))
     with Broker(work / "broker", heap="1g") as broker:
         result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
