@@ -207,6 +207,25 @@ impl ChangedKeys {
         self.gone.push(key.clone());
     }
 
+    /// Every marked key kept by its name, as the map is about to be cleared.
+    pub fn keep_by_name<V>(&mut self, keys: &KeyMap<V>) {
+        let mut marked = Vec::new();
+        self.unmark_all(|slot| marked.push(keys.key(slot).expect("a marked slot is in use").clone()));
+        self.gone.append(&mut marked);
+    }
+
+    /// `each` marked slot, unmarked.
+    fn unmark_all(&mut self, mut each: impl FnMut(Slot)) {
+        for (word, marked) in self.marked.iter_mut().enumerate().filter(|(_, marked)| **marked != 0) {
+            let mut bits = std::mem::take(marked);
+            while bits != 0 {
+                each((word * 64) as Slot + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        self.count = 0;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0 && self.gone.is_empty()
     }
@@ -217,15 +236,7 @@ impl ChangedKeys {
         *gone = std::mem::take(&mut self.gone);
         let mut changed: Vec<&str> = Vec::with_capacity(gone.len() + self.count);
         changed.extend(gone.iter().map(Key::as_str));
-        for (word, marked) in self.marked.iter_mut().enumerate().filter(|(_, marked)| **marked != 0) {
-            let mut bits = std::mem::take(marked);
-            while bits != 0 {
-                let slot = (word * 64) as Slot + bits.trailing_zeros();
-                changed.push(keys.key(slot).expect("a marked slot is in use"));
-                bits &= bits - 1;
-            }
-        }
-        self.count = 0;
+        self.unmark_all(|slot| changed.push(keys.key(slot).expect("a marked slot is in use")));
         changed.sort_unstable();
         changed.dedup(); // a key that left and came back
         changed

@@ -618,6 +618,7 @@ impl SessionStore {
                 self.emit_session(&key, first, stop, true);
             }
         }
+        self.changed.keep_by_name(&self.keys); // their states are gone: a commit after this says so
         self.keys.clear();
         self.closed_ends.clear();
         self.due.clear();

@@ -119,10 +119,12 @@ def run(core, job, feed_lines, track_changes):
     for n, raw in enumerate(feed_lines):
         part.feed(raw, n)
         out.append((part.has_output, part.open_counts, part.drain_by_topic()))
-        if track_changes:
+        if track_changes and n % 2:  # every other record: changes of two records at once too
             changes.append(part.take_changes())
     part.end_of_input()
     out.append((part.has_output, part.open_counts, part.drain_by_topic()))
+    if track_changes:  # what the end of input left changed (keys whose state is gone)
+        changes.append(part.take_changes())
     stats = part.stats
     return out, changes, (stats.read, stats.valid, stats.skipped, dict(stats.dead_letters), dict(stats.out),
                           dict(stats.dead_letters_by))
