@@ -42,6 +42,11 @@ fn is_key<V>(chunks: &[Box<[Held<V>]>], slot: Slot, key: &str) -> bool {
     held(chunks, slot).as_ref().is_some_and(|(held, _)| held.as_str() == key)
 }
 
+/// The hash of the key in `slot` (which is in use), for the table as it grows.
+fn rehash<'a, V>(hasher: &'a ahash::RandomState, chunks: &'a [Box<[Held<V>]>]) -> impl Fn(&Slot) -> u64 + 'a {
+    move |&slot| hasher.hash_one(held(chunks, slot).as_ref().expect("a slot in use").0.as_str())
+}
+
 impl<V> KeyMap<V> {
     fn hash(&self, key: &str) -> u64 {
         self.hasher.hash_one(key)
@@ -53,7 +58,11 @@ impl<V> KeyMap<V> {
 
     /// The slot of `key`, if it is here.
     pub fn find(&self, key: &str) -> Option<Slot> {
-        self.table.find(self.hash(key), |&slot| is_key(&self.chunks, slot, key)).copied()
+        self.find_hashed(self.hash(key), key)
+    }
+
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<Slot> {
+        self.table.find(hash, |&slot| is_key(&self.chunks, slot, key)).copied()
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
@@ -110,14 +119,14 @@ impl<V> KeyMap<V> {
         };
         *held_mut(&mut self.chunks, slot) = Some((key, state));
         let KeyMap { table, chunks, hasher, .. } = self;
-        table.insert_unique(hash, slot, |&slot| hasher.hash_one(held(chunks, slot).as_ref().unwrap().0.as_str()));
+        table.insert_unique(hash, slot, rehash(hasher, chunks));
         slot
     }
 
     /// Add or replace the state of `key` (one hash: a restore sets mostly keys not seen yet).
     pub fn set(&mut self, key: &str, state: V) -> Slot {
         let hash = self.hash(key);
-        match self.table.find(hash, |&slot| is_key(&self.chunks, slot, key)).copied() {
+        match self.find_hashed(hash, key) {
             Some(slot) => {
                 *self.state_mut(slot) = state;
                 slot
@@ -139,7 +148,7 @@ impl<V> KeyMap<V> {
     /// Room in the table for `count` more keys at once.
     pub fn reserve(&mut self, count: usize) {
         let KeyMap { table, chunks, hasher, .. } = self;
-        table.reserve(count, |&slot| hasher.hash_one(held(chunks, slot).as_ref().unwrap().0.as_str()));
+        table.reserve(count, rehash(hasher, chunks));
     }
 
     pub fn clear(&mut self) {
@@ -180,9 +189,14 @@ pub struct ChangedKeys {
     gone: Vec<Key>,
 }
 
+/// The word of the marks that holds `slot`'s, and its bit there.
+fn mark_of(slot: Slot) -> (usize, u64) {
+    ((slot / 64) as usize, 1 << (slot % 64))
+}
+
 impl ChangedKeys {
     pub fn mark(&mut self, slot: Slot) {
-        let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
+        let (word, bit) = mark_of(slot);
         if word >= self.marked.len() {
             self.marked.resize(word + 1, 0);
         }
@@ -199,7 +213,7 @@ impl ChangedKeys {
 
     /// `key` left `slot`: the slot's mark is the key's, kept by its name.
     pub fn removed(&mut self, slot: Slot, key: &Key) {
-        let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
+        let (word, bit) = mark_of(slot);
         if let Some(marked) = self.marked.get_mut(word).filter(|marked| **marked & bit != 0) {
             *marked &= !bit;
             self.count -= 1;

@@ -460,12 +460,9 @@ impl Engine {
     /// the state as the Python core's changelog holds it.
     fn take_session_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let Some(sessions) = &mut self.sessions else { return Ok(PyList::empty(py)) };
-        let mut changed = std::mem::take(&mut sessions.changed);
         let mut gone = Vec::new();
-        let keys = changed.take(&sessions.keys, &mut gone);
-        let states = session_states(py, sessions, &keys);
-        sessions.changed = changed;
-        states
+        let keys = sessions.changed.take(&sessions.keys, &mut gone);
+        session_states(py, sessions, &keys)
     }
 
     fn all_session_states<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

@@ -383,8 +383,15 @@ impl SessionStore {
         }
     }
 
-    fn queue(&mut self, due: i64, slot: Slot) {
+    /// `slot`'s key is next due at `due`: into the queue, and the store's next due time lowered to it.
+    fn schedule_slot(&mut self, slot: Slot, due: i64) {
+        self.keys.state_mut(slot).due = due;
         self.due.push(due, slot, |when, slot| due_entry(&self.keys, when, slot));
+        self.next_due = self.next_due.min(due);
+    }
+
+    fn peek_due(&mut self) -> Option<i64> {
+        self.due.peek(|when, slot| due_entry(&self.keys, when, slot))
     }
 
     /// Take `key` out (with the ids its records held).
@@ -436,9 +443,7 @@ impl SessionStore {
             }
             push_spin(&mut state.spins, Spin { time, stake, win, label });
             if due < state.due {
-                state.due = due;
-                self.queue(due, slot);
-                self.next_due = self.next_due.min(due);
+                self.schedule_slot(slot, due);
             }
             self.mark_slot(slot);
             return true;
@@ -452,9 +457,8 @@ impl SessionStore {
         let label = label_for(&mut self.labels, None, game, channel);
         self.closed_ends.remove(key);
         let spins = vec![Spin { time, stake, win, label }];
-        let slot = self.keys.insert(Key::from(key), KeySessions { spins, starts: Starts::first_only(), closed_end, due, ..Default::default() });
-        self.queue(due, slot);
-        self.next_due = self.next_due.min(due);
+        let slot = self.keys.insert(Key::from(key), KeySessions { spins, starts: Starts::first_only(), closed_end, ..Default::default() });
+        self.schedule_slot(slot, due);
         self.mark_slot(slot);
         true
     }
@@ -480,9 +484,7 @@ impl SessionStore {
                 let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4);
                 records.push(counts, id, values);
                 let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
-                self.keys.state_mut(slot).due = due;
-                self.queue(due, slot);
-                self.next_due = self.next_due.min(due);
+                self.schedule_slot(slot, due);
                 owned
             }
             Some(slot) => {
@@ -510,9 +512,7 @@ impl SessionStore {
                     }
                     state.push_shaped(spin, counts, id, values);
                     if due < state.due {
-                        state.due = due;
-                        self.queue(due, slot);
-                        self.next_due = self.next_due.min(due);
+                        self.schedule_slot(slot, due);
                     }
                 } else {
                     let at = state.spins.partition_point(|s| s.time <= time);
@@ -568,7 +568,7 @@ impl SessionStore {
     }
 
     pub fn close_due(&mut self, now: i64) {
-        while let Some(when) = self.due.peek(|when, slot| due_entry(&self.keys, when, slot)) {
+        while let Some(when) = self.peek_due() {
             if when > now {
                 break;
             }
@@ -604,7 +604,7 @@ impl SessionStore {
     }
 
     fn update_next_due(&mut self) {
-        let due = self.due.peek(|when, slot| due_entry(&self.keys, when, slot)).unwrap_or(NEVER);
+        let due = self.peek_due().unwrap_or(NEVER);
         let forget = self.forget.peek(as_is).unwrap_or(NEVER);
         self.next_due = due.min(forget);
     }
@@ -755,11 +755,7 @@ impl SessionStore {
 
     fn schedule(&mut self, key: &Key, due: i64) {
         let slot = self.keys.find(key).unwrap();
-        self.keys.state_mut(slot).due = due;
-        self.queue(due, slot);
-        if due < self.next_due {
-            self.next_due = due;
-        }
+        self.schedule_slot(slot, due);
     }
 
     pub fn open_count(&self) -> usize {
