@@ -662,7 +662,7 @@ fn aggregate_value(kind: Kind, token: &Token, negate: bool) -> Option<Value> {
             Token::Bool(false) => CompactString::const_new("false"),
             _ => return None,
         }),
-        Kind::CountDistinct => Value::Str(match token {
+        Kind::CountDistinct => Value::Text(match token {
             Token::Str(value) => CompactString::from(&**value),
             Token::Number(number) => small_integer(number)?.to_compact_string(),
             _ => return None,

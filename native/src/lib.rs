@@ -82,7 +82,9 @@ fn strip_line(line: &[u8]) -> Option<&[u8]> {
 impl Engine {
     fn feed_raw(&mut self, raw: &[u8], kafka_timestamp: Option<i64>) -> u8 {
         self.read += 1;
-        let event = match decode::decode(&self.fields, raw, kafka_timestamp) {
+        // Borrowed where it was decoded, not moved out (a shaped record's is a few hundred bytes).
+        let mut decoded = decode::decode(&self.fields, raw, kafka_timestamp);
+        let event = match &mut decoded {
             Decoded::Event(event) => event,
             Decoded::Skip => {
                 self.skipped += 1;
@@ -95,10 +97,10 @@ impl Engine {
             .iter()
             .map(|r| Some(r.group.map_or(&*event.key, |index| &*event.groups[index])))
             .collect();
-        match event.shaped {
+        match &mut event.shaped {
             None => self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
                                    event.channel.as_deref(), &groups),
-            Some(mut part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
+            Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
                                                     event.game.as_deref(), event.channel.as_deref(), &groups,
                                                     part.counts, part.id.as_deref(), &mut part.values),
         }
@@ -727,7 +729,7 @@ fn value_of(value: &Bound<'_, PyAny>) -> PyResult<Value> {
             .map_err(|_| PyValueError::new_err("a first/last value is not UTF-8 JSON"))?));
     }
     if let Ok(text) = value.downcast::<PyString>() {
-        return Ok(Value::Str(text.to_str()?.into()));
+        return Ok(Value::Text(text.to_str()?.into()));
     }
     Ok(Value::Int(value.extract()?))
 }
@@ -779,8 +781,8 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: 
                         Some(held) => held.with(|_, id| msgpack::str(out, id)),
                     }
                     msgpack::array(out, records.stride);
-                    for value in records.values_of(index) {
-                        shapes::write_value(out, value);
+                    for (aggregate, value) in sessions.aggregates.iter().zip(records.values_of(index)) {
+                        shapes::write_value(out, aggregate, value);
                     }
                 }
             }

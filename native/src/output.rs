@@ -41,8 +41,18 @@ pub fn json_amount(out: &mut Vec<u8>, micros: i128) {
         out.push(b'-');
     }
     let value = micros.unsigned_abs();
-    let (whole, mut frac) = (value / MICROS as u128, (value % MICROS as u128) as u32);
-    int(out, whole);
+    // In 64 bits when it fits (any amount a record can hold, and most totals): a 128-bit division
+    // and its digits cost several times more.
+    let mut frac = match u64::try_from(value) {
+        Ok(value) => {
+            int(out, value / MICROS as u64);
+            (value % MICROS as u64) as u32
+        }
+        Err(_) => {
+            int(out, value / MICROS as u128);
+            (value % MICROS as u128) as u32
+        }
+    };
     if frac != 0 {
         let mut digits = [b'0'; 6];
         for place in (0..6).rev() {
@@ -117,7 +127,9 @@ pub struct SessionFields<'a> {
 }
 
 pub fn session_record(event_name: &[u8], stamp_end: bool, s: &SessionFields) -> Vec<u8> {
-    let mut out = Vec::with_capacity(320);
+    // Room for the usual record (about 350 bytes with the key, game and channel) and a few extra
+    // aggregates, so that it is not copied as it grows.
+    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(event_name);
     out.extend_from_slice(b",\"user_id\":");

@@ -14,7 +14,8 @@ use thin_vec::ThinVec;
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, Value};
+use crate::shapes::{with_aggregates, Aggregate, HeldId, State, Value};
+use smallvec::SmallVec;
 
 pub const NEVER: i64 = 1 << 62;
 pub const NO_CLOSED_END: i64 = -1;
@@ -736,7 +737,7 @@ impl SessionStore {
             key, start, end, count, stake, win, game, channel, reason,
         });
         if let Some(records) = state.shaped.as_deref().filter(|records| records.stride > 0) {
-            let mut states: Vec<_> = self.aggregates.iter().map(Aggregate::empty).collect();
+            let mut states: SmallVec<[State; 4]> = self.aggregates.iter().map(Aggregate::empty).collect();
             let values = records.values[first * records.stride..stop * records.stride].chunks_exact(records.stride);
             for (spin, values) in state.spins[first..stop].iter().zip(values) {
                 for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(values) {
@@ -745,7 +746,7 @@ impl SessionStore {
                     }
                 }
             }
-            with_aggregates(&mut record, &states_json(&self.aggregates, &states));
+            with_aggregates(&mut record, &self.aggregates, &states);
         }
         self.out.push((key.clone(), record));
         if end > state.closed_end {

@@ -4,7 +4,6 @@
 //! through `offer_shaped`); here are the extra aggregates' values and states and the ids
 //! that open sessions and windows hold.
 
-use std::collections::BTreeSet;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -44,9 +43,11 @@ impl Kind {
 /// What one record brings to one aggregate (None in a record's `Values`: nothing).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Value {
-    Int(i64),           // micros (sum, min, max), or 1 (count)
-    Text(CompactString), // first, last: the JSON text as written (short ones inline: no allocation)
-    Str(CompactString),  // count_distinct
+    Int(i64), // micros (sum, min, max), or 1 (count)
+    // first, last: the JSON text as written; count_distinct: the string itself (the aggregate's kind
+    // says which). Short ones in line: no allocation. One text variant, not two, keeps a value in
+    // 24 bytes (the int fits beside the string's spare tag byte): a record holds one per aggregate.
+    Text(CompactString),
 }
 
 /// A record's values for its aggregates, in line for the usual few (no allocation per record).
@@ -57,7 +58,9 @@ pub enum State {
     Total(i128),                       // sum, count
     Extreme(Option<i128>),             // min, max
     Edge(Option<(i64, CompactString)>),    // first, last: (event time, JSON text)
-    Distinct(BTreeSet<CompactString>),      // count_distinct (sorted: encoded as msgspec sorts the set)
+    // count_distinct: sorted and without repeats (encoded as msgspec sorts the set); a vector, not a
+    // tree: most sessions and windows see a few values, and a tree allocates a node even for one.
+    Distinct(Vec<CompactString>),
 }
 
 pub struct Aggregate {
@@ -78,7 +81,7 @@ impl Aggregate {
             Kind::Sum | Kind::Count => State::Total(0),
             Kind::Min | Kind::Max => State::Extreme(None),
             Kind::First | Kind::Last => State::Edge(None),
-            Kind::CountDistinct => State::Distinct(BTreeSet::new()),
+            Kind::CountDistinct => State::Distinct(Vec::new()),
         }
     }
 
@@ -106,8 +109,10 @@ impl Aggregate {
                     *current = Some((time, text.clone()));
                 }
             }
-            (State::Distinct(seen), Value::Str(text)) if !seen.contains(text) => {
-                seen.insert(text.clone());
+            (State::Distinct(seen), Value::Text(text)) => {
+                if let Err(at) = seen.binary_search(text) {
+                    seen.insert(at, text.clone());
+                }
             }
             _ => {} // a value of another kind cannot reach here: Python read it for this aggregate
         }
@@ -126,35 +131,30 @@ impl Aggregate {
     }
 }
 
-/// `aggregates_json` over the states of each aggregate, in config order.
-pub fn states_json(aggregates: &[Aggregate], states: &[State]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (aggregate, state) in aggregates.iter().zip(states) {
-        aggregate.write_json(&mut out, state);
-    }
-    out
-}
-
 const VALUE_END: &[u8] = b"},\"user_attributes\":{}}";
 
-/// `envelope.with_aggregates`: `,"name":value...` at the end of the record's `value`.
-pub fn with_aggregates(record: &mut Vec<u8>, aggregates: &[u8]) {
+/// `envelope.with_aggregates` of `aggregates_json`: `,"name":value...` for each aggregate's state,
+/// in config order, written in place at the end of the record's `value`.
+pub fn with_aggregates(record: &mut Vec<u8>, aggregates: &[Aggregate], states: &[State]) {
     debug_assert!(record.ends_with(VALUE_END));
     record.truncate(record.len() - VALUE_END.len());
-    record.extend_from_slice(aggregates);
+    for (aggregate, state) in aggregates.iter().zip(states) {
+        aggregate.write_json(record, state);
+    }
     record.extend_from_slice(VALUE_END);
 }
 
 // -- MessagePack, as msgspec writes the Python values ----------------------------------------------
 
-pub fn write_value(out: &mut Vec<u8>, value: &Option<Value>) {
+/// A record's value for `aggregate`: first/last's JSON text as bytes, count_distinct's as a str.
+pub fn write_value(out: &mut Vec<u8>, aggregate: &Aggregate, value: &Option<Value>) {
     match value {
         None => msgpack::nil(out),
         Some(Value::Int(v)) => {
             msgpack::int(out, *v as i128);
         }
+        Some(Value::Text(text)) if aggregate.kind == Kind::CountDistinct => msgpack::str(out, text),
         Some(Value::Text(text)) => msgpack::bin(out, text.as_bytes()),
-        Some(Value::Str(text)) => msgpack::str(out, text),
     }
 }
 
@@ -165,7 +165,7 @@ pub fn read_value(r: &mut msgpack::Reader) -> Option<Option<Value>> {
             None
         }
         0xc4..=0xc6 => Some(Value::Text(CompactString::from_utf8(r.bin()?).ok()?)),
-        0xa0..=0xbf | 0xd9..=0xdb => Some(Value::Str(r.str()?.into())),
+        0xa0..=0xbf | 0xd9..=0xdb => Some(Value::Text(r.str()?.into())),
         _ => Some(Value::Int(i64::try_from(r.int()?).ok()?)),
     })
 }
@@ -206,10 +206,12 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
         }),
         Kind::CountDistinct => {
             let count = r.array()?;
-            let mut seen = BTreeSet::new();
+            let mut seen = Vec::with_capacity(count);
             for _ in 0..count {
-                seen.insert(CompactString::from(r.str()?));
+                seen.push(CompactString::from(r.str()?));
             }
+            seen.sort_unstable();
+            seen.dedup();
             State::Distinct(seen)
         }
     })
@@ -337,9 +339,10 @@ impl IdRegistry {
 
     /// The table again from the live slots (dropping the entries of free and reused slots), and
     /// their texts copied together (dropping those of free slots).
+    #[inline(never)] // rare: kept out of the per-record path
     fn rebuild(&mut self) {
         let IdRegistry { table, slots, holders, texts, .. } = self;
-        let mut kept = String::with_capacity(texts.len() / 2);
+        let mut kept = String::with_capacity(texts.len()); // at most all of them: one allocation
         for (held, &holders) in slots.iter_mut().zip(holders.iter()) {
             if holders > 0 {
                 let at = kept.len();

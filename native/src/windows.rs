@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::{Key, NEVER};
-use crate::shapes::{states_json, with_aggregates, Aggregate, HeldId, State, Value};
+use crate::shapes::{with_aggregates, Aggregate, HeldId, State, Value};
 
 pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
@@ -199,7 +199,7 @@ impl WindowStore {
             let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
                                            totals.win, &start_text);
             if let Some(extra) = &totals.extra { // dropped with the totals: releasing its ids
-                with_aggregates(&mut record, &states_json(&self.aggregates, &extra.states));
+                with_aggregates(&mut record, &self.aggregates, &extra.states);
             }
             if self.track_changes {
                 self.changed.insert((start, group.clone()));
