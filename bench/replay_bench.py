@@ -16,7 +16,8 @@
   with transaction ids, 1 % sent twice), read the old way (bench/wallet-plain.toml: every
   record a spin) and with SPEC section 7 (bench/wallet-shaped.toml: per-type fields, the id,
   four extra aggregates), alternating rounds; the figure is the median of each round's
-  shaped / plain ratio.
+  shaped / plain ratio. Beside it, where valgrind is installed, the instructions each job
+  executes (callgrind): a count this shared machine's load does not move.
 
 Writes bench/results/replay.json and the replay and shapes sections of BENCHMARKS.md.
 """
@@ -28,6 +29,8 @@ import os
 from collections import Counter
 from decimal import Decimal
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +181,7 @@ def bench_shapes(data: Path) -> dict:
         s / p for (s, _), (p, _) in zip(runs["shaped"], runs["plain"])), 2)}
     for name in ("types", "id"):  # where the difference comes from
         result[f"{name}_ratio"] = round(statistics.median(s / p for (s, _), (p, _) in zip(runs[name], runs["plain"])), 2)
+    result["instructions"] = instruction_counts(data)
     for name, times in runs.items():
         out_dir = RESULTS / f"wallet-out-{name}"
         result[name] = {
@@ -186,6 +190,25 @@ def bench_shapes(data: Path) -> dict:
             "outputs": {p.stem: sum(1 for _ in p.open("rb")) for p in sorted(out_dir.glob("*.jsonl"))},
         }
     return result
+
+
+def instruction_counts(data: Path) -> dict[str, int] | None:
+    """Instructions each job executes (valgrind's callgrind: the same count on every run, however busy the
+    machine), for plain and shaped side by side; None where valgrind is not installed."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    counts = {}
+    for name in ("plain", "shaped"):
+        out_file = RESULTS / f"callgrind-{name}.out"
+        done = subprocess.run(
+            [valgrind, "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable, "-m", "sessionizer",
+             "replay", "--no-progress", "--config", str(HERE / f"wallet-{name}.toml"), "--output-dir",
+             str(RESULTS / f"wallet-out-{name}"), str(data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+        counts[name] = int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+        out_file.unlink()
+    return counts
 
 
 def write_shapes_section(r: dict) -> None:
@@ -211,6 +234,13 @@ def write_shapes_section(r: dict) -> None:
         "ids open state holds per record; a dead letter per copy), the four aggregates the rest (their values "
         "kept per record until the session closes, as out-of-order records and cuts need). "
         "Goal (issue 13): at most 1.25x.",
+        *([] if not s.get("instructions") else [
+            "",
+            f"Instructions executed (valgrind's callgrind, one run each: a count that does not move with the "
+            f"machine's load): plain {s['instructions']['plain'] / 1e9:.2f} G, shaped "
+            f"{s['instructions']['shaped'] / 1e9:.2f} G, **{s['instructions']['shaped'] / s['instructions']['plain']:.2f}x** "
+            "(the whole process, interpreter start included; wall time grows more than this, as the shaped job "
+            "also keeps more in memory per record)."]),
         "<!-- shapes-bench:end -->",
     ])
     replace_section("shapes-bench", "Operators' own event shapes (`make bench`)", section)
