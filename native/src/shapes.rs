@@ -289,6 +289,10 @@ pub struct IdRegistry {
     // none to free: ids such as UUIDs are too long to keep in line). The texts of free slots stay
     // until the rebuild, which copies only the live ones; so this holds at most about twice them.
     texts: String,
+    // The texts' other buffer: a rebuild copies the live texts into it and keeps the old one for the
+    // next rebuild, so that rebuilds reuse two buffers (a new megabyte each time was a new megabyte of
+    // pages for the kernel to fault in: twice the plain job's page faults).
+    spare: String,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     live: usize,
     hasher: ahash::RandomState,
@@ -298,6 +302,7 @@ impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
             table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), texts: String::new(),
+            spare: String::new(),
             free: Vec::new(), live: 0, hasher: ahash::RandomState::new(),
         }))
     }
@@ -341,8 +346,10 @@ impl IdRegistry {
     /// their texts copied together (dropping those of free slots).
     #[inline(never)] // rare: kept out of the per-record path
     fn rebuild(&mut self) {
-        let IdRegistry { table, slots, holders, texts, .. } = self;
-        let mut kept = String::with_capacity(texts.len()); // at most all of them: one allocation
+        let IdRegistry { table, slots, holders, texts, spare, .. } = self;
+        let mut kept = std::mem::take(spare);
+        kept.clear();
+        kept.reserve(texts.len()); // at most all of them
         for (held, &holders) in slots.iter_mut().zip(holders.iter()) {
             if holders > 0 {
                 let at = kept.len();
@@ -350,7 +357,7 @@ impl IdRegistry {
                 held.at = at;
             }
         }
-        *texts = kept;
+        *spare = std::mem::replace(texts, kept);
         table.clear();
         for (index, held) in slots.iter().enumerate() {
             if holders[index] > 0 {
