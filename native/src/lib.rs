@@ -101,8 +101,8 @@ impl Engine {
             None => self.aggregate(&event.key, event.time, event.stake, event.win, event.game.as_deref(),
                                    event.channel.as_deref(), &groups),
             Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
-                                                    event.game.as_deref(), event.channel.as_deref(), &groups,
-                                                    part.counts, part.id.as_deref(), &mut part.values),
+                                                event.game.as_deref(), event.channel.as_deref(), &groups,
+                                                part.counts, part.id.as_deref(), &mut part.values),
         }
     }
 
