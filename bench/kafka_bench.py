@@ -3,7 +3,8 @@
 1. Throughput: 1M spins (100k players) produced to a 6-partition topic, then one
    `sessionizer run` process (the example job) consumes them; end-to-end events/s
    is 1M / (process start -> every input offset committed), and peak RSS is the
-   process's high-water mark.
+   process's high-water mark. The limit, a transactional passthrough (bench/passthrough.py),
+   runs in the same rounds, after sessionizer's runs, timed the same way.
 2. Bytes per open session: the core's own state for 100k open sessions (the compiled core:
    RSS growth in a process of its own; the pure-Python core: tracemalloc).
 3. Restore: RESTORE_SESSIONS (1M) players with open sessions, committed, then kill -9 and a
@@ -48,7 +49,7 @@ DATA = inputs.SPINS_1M
 RESULTS = HERE / "results"
 SESSIONIZER = Path(sys.executable).parent / "sessionizer"
 PARTITIONS = 6
-ROUNDS = 5  # throughput runs with the monitoring endpoints off, and as many on, alternating
+ROUNDS = 5  # rounds of three throughput runs: monitoring endpoints off, on, and the passthrough
 
 
 def main() -> None:
@@ -58,7 +59,6 @@ def main() -> None:
         result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   "machine": f"{os.cpu_count()} cores, {_cpu_model()}", "partitions": PARTITIONS}
         result.update(throughput(broker.bootstrap, work))
-        result.update(passthrough(broker.bootstrap, work, result["events"]))
         result.update(idle_close(broker.bootstrap, work))
         result.update(restore(broker.bootstrap, work))
     result.update(bytes_per_session())
@@ -71,19 +71,26 @@ def main() -> None:
 
 
 def throughput(bootstrap: str, work: Path) -> dict:
-    """The same 1M records consumed by fresh groups, alternating the monitoring endpoints off and on
-    (with /metrics scraped every second and the status page every 5 s, harsher than Prometheus'
-    usual 15 s); the median of each."""
+    """The same 1M records consumed by fresh groups: each round runs sessionizer with the monitoring
+    endpoints off, then on (with /metrics scraped every second and the status page every 5 s, harsher
+    than Prometheus' usual 15 s), then the passthrough (the limit), side by side, so that a broker
+    warming up (its JIT, its page cache) favours neither; a first round of each warms it up and is not
+    counted. The medians of each, and the median of each round's sessionizer / passthrough share."""
     lines = DATA.read_bytes().splitlines()
     create(bootstrap, "bench-events")
     started = time.perf_counter()
     produce(bootstrap, "bench-events", lines)
     produce_seconds = time.perf_counter() - started
+    one_run(bootstrap, work, "bench-warm-up", len(lines), False)
+    one_passthrough(bootstrap, work, "passthrough-warm-up", len(lines))
     runs: dict[str, list[dict]] = {"off": [], "on": []}
+    limits: list[int] = []
     for round_ in range(ROUNDS):
         for mode in ("off", "on"):
             runs[mode].append(one_run(bootstrap, work, f"bench-{mode}-{round_}", len(lines), mode == "on"))
             print(f"throughput, metrics {mode}: {runs[mode][-1]['events_per_second']:,} events/s", file=sys.stderr)
+        limits.append(one_passthrough(bootstrap, work, f"passthrough-{round_}", len(lines)))
+        print(f"passthrough: {limits[-1]:,} events/s", file=sys.stderr)
     off = statistics.median(run["events_per_second"] for run in runs["off"])
     on = statistics.median(run["events_per_second"] for run in runs["on"])
     first = runs["off"][0]
@@ -100,7 +107,12 @@ def throughput(bootstrap: str, work: Path) -> dict:
                 t for run in runs["on"] for t in run["answer_seconds"]["/"]) * 1000, 2),
             "best_status_events_per_second": max(run["best_status"] or 0 for run in runs["off"]) or None,
             "peak_rss_mib": max(run["peak_rss_mib"] for run in runs["off"]),
-            "peak_rss_mib_metrics_on": max(run["peak_rss_mib"] for run in runs["on"])}
+            "peak_rss_mib_metrics_on": max(run["peak_rss_mib"] for run in runs["on"]),
+            "passthrough_events_per_second": round(statistics.median(limits)), "passthrough_runs": limits,
+            "passthrough_share_runs": [round(run["events_per_second"] / limit, 3)
+                                       for run, limit in zip(runs["off"], limits)],
+            "passthrough_share": round(statistics.median(
+                run["events_per_second"] / limit for run, limit in zip(runs["off"], limits)), 3)}
 
 
 def one_run(bootstrap: str, work: Path, group: str, total: int, metrics: bool) -> dict:
@@ -161,22 +173,18 @@ class Scraper(threading.Thread):
         self.join(10)
 
 
-def passthrough(bootstrap: str, work: Path, total: int) -> dict:
+def one_passthrough(bootstrap: str, work: Path, group: str, total: int) -> int:
     """The limit: bench/passthrough.py (consume, produce the same bytes, one transaction per 250 ms with
     the offsets in it; sessionizer's client settings) on the same topic, timed the same way."""
-    rates = []
-    for round_ in range(ROUNDS):
-        group = f"passthrough-{round_}"
-        create(bootstrap, f"{group}-out")
-        started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, str(HERE / "passthrough.py"), bootstrap, "bench-events",
-                                    f"{group}-out", group, str(total)], stdout=subprocess.DEVNULL,
-                                   stderr=open(work / f"{group}.log", "wb"))
-        wait_committed(bootstrap, group, "bench-events", total, process, may_exit=True)
-        rates.append(round(total / (time.perf_counter() - started)))
-        process.wait(60)
-        print(f"passthrough: {rates[-1]:,} events/s", file=sys.stderr)
-    return {"passthrough_events_per_second": round(statistics.median(rates)), "passthrough_runs": rates}
+    create(bootstrap, f"{group}-out")
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(HERE / "passthrough.py"), bootstrap, "bench-events",
+                                f"{group}-out", group, str(total)], stdout=subprocess.DEVNULL,
+                               stderr=open(work / f"{group}.log", "wb"))
+    wait_committed(bootstrap, group, "bench-events", total, process, may_exit=True)
+    rate = round(total / (time.perf_counter() - started))
+    process.wait(60)
+    return rate
 
 
 IDLE_TIMEOUT_S = 5  # sessionizer's default idle_timeout
@@ -490,9 +498,11 @@ def write_section(r: dict) -> None:
         f"(waiting for the main loop's GIL) |",
         f"| best 5-second rate seen in its status lines | {r['best_status_events_per_second']:,} events/s |",
         f"| the limit: a transactional passthrough in Python (consume, produce the same bytes, 250 ms transactions, "
-        f"same client settings; median of {', '.join(f'{n:,}' for n in r['passthrough_runs'])}) | "
+        f"same client settings; run in each round after sessionizer's two, a warm-up round of both not counted; "
+        f"median of {', '.join(f'{n:,}' for n in r['passthrough_runs'])}) | "
         f"{r['passthrough_events_per_second']:,} events/s: sessionizer runs at "
-        f"**{r['events_per_second'] / r['passthrough_events_per_second']:.0%}** of it |",
+        f"**{r['passthrough_share']:.0%}** of it (the median of each round's share: "
+        f"{', '.join(f'{share:.0%}' for share in r['passthrough_share_runs'])}) |",
         f"| peak RSS of that process | {r['peak_rss_mib']:.0f} MiB |",
         f"| windows closing when traffic stops ({r['idle_close_records']:,} sessions and 10 s windows of 300 players "
         f"sending in real time, then stopping): delay from when each could close by the wall clock to its record "
