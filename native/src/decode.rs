@@ -301,9 +301,13 @@ struct Reader<'a> {
 const MAX_DEPTH: usize = 128;
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-            self.at += 1;
+        // Records are mostly compact JSON: one comparison says there is no space here.
+        if self.bytes.get(self.at).is_some_and(|&b| b <= b' ') {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
         }
     }
 
@@ -354,10 +358,21 @@ impl<'a> Reader<'a> {
                             child.clear(values); // a repeated name: the last one wins, as in Python
                         }
                     }
-                    let token = self.value(child.filter(|c| !c.children.is_empty()), values, depth + 1)?;
+                    // Strings and numbers (most members) read here, not through a call of `value`.
+                    let token = match self.peek() {
+                        Some(b'"') => Token::Str(self.string()?),
+                        Some(b'-' | b'0'..=b'9') => Token::Number(self.number()?),
+                        _ => self.value(child.filter(|c| !c.children.is_empty()), values, depth + 1)?,
+                    };
                     if let Some(child) = child {
-                        for &slot in &child.slots {
-                            values[slot] = token.clone();
+                        match child.slots.as_slice() {
+                            [] => {}
+                            [slot] => values[*slot] = token, // the usual one slot: moved, not cloned
+                            slots => {
+                                for &slot in slots {
+                                    values[slot] = token.clone();
+                                }
+                            }
                         }
                         self.filled |= child.mask;
                     }
@@ -525,11 +540,42 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Where the first `"`, `\\` or control character is: what ends a string's plain run. Eight bytes
-/// at a time (SWAR): for the lowest byte that matches, these tests are exact, and the lowest is the
-/// one wanted (little-endian: the first in memory).
+/// Where the first `"`, `\\` or control character is: what ends a string's plain run. Sixteen bytes
+/// at a time (SSE2, which every x86-64 has): most names and values end in the first sixteen.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn find_special(bytes: &[u8]) -> Option<usize> {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+                            _mm_set1_epi8};
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        // SAFETY: SSE2 is part of x86-64; the 16 bytes read are inside `bytes` (checked just above).
+        let found = unsafe {
+            let chunk = _mm_loadu_si128(bytes.as_ptr().add(at) as *const __m128i);
+            let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+            let slash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+            // A byte below 0x20: max(byte, 0x1f) == 0x1f.
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, slash), control)) as u32
+        };
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize);
+        }
+        at += 16;
+    }
+    find_special_swar(&bytes[at..]).map(|found| at + found)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    find_special_swar(bytes)
+}
+
+/// The same, eight bytes at a time (SWAR): for the lowest byte that matches, these tests are exact,
+/// and the lowest is the one wanted (little-endian: the first in memory).
+#[inline]
+fn find_special_swar(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut at = 0;

@@ -138,6 +138,27 @@ def test_both_cores_read_a_numeric_string_alike(text):
     assert run(NativePartition, job, feed_lines, False) == run(Partition, job, feed_lines, False)
 
 
+# What ends or escapes a string, at every position of strings up to 40 bytes long: the compiled
+# reader looks for a string's end 16 bytes at a time, then 8, then one by one near the record's end.
+ESCAPES = [b'\\"', b"\\\\", b"\\u00e9", b"\\n"]  # valid JSON
+NOT_JSON = [b"\x01", b"\x1f", b'"', b"\\x"]  # a raw control character, an early end, an unknown escape
+
+
+@pytest.mark.parametrize("special", ESCAPES + NOT_JSON)
+def test_both_cores_find_a_strings_end_at_any_position(special):
+    job = JobSpec(sessions=SessionOutput("s", SessionRules(gap=1000, grace=0)),
+                  rolling=(RollingOutput("r0", WindowRules(1000, 1000), group_by="value.game_code"),))
+    feed_lines = []
+    for length in range(40):
+        for at in range(length + 1):
+            text = b"k" * at + special + b"x" * (length - at)
+            feed_lines.append(b'{"user_id":"' + text + b'","timestamp":' + str(length).encode()
+                              + b',"value":{"stake":1,"win":0,"game_code":"' + text + b'"}}')
+    native, python = run(NativePartition, job, feed_lines, False), run(Partition, job, feed_lines, False)
+    assert native == python
+    assert sum(python[2][3].values()) == (len(feed_lines) if special in NOT_JSON else 0)
+
+
 @given(jobs, lines, st.booleans())
 def test_both_cores_write_the_same_bytes(job, feed_lines, track_changes):
     assert run(NativePartition, job, feed_lines, track_changes) == run(Partition, job, feed_lines, track_changes)
