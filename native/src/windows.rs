@@ -191,11 +191,16 @@ impl WindowStore {
         let end = start + self.size;
         let bucket = self.buckets.remove(&start).unwrap_or_default();
         self.last_closed_groups = bucket.len();
-        let mut groups: Vec<(Key, Totals)> = bucket.into_iter().collect();
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // In key order. Sorted as (first 8 bytes, big-endian, as a number; index): 16 bytes an entry
+        // and one integer comparison (player ids mostly differ there), the whole keys only on a tie.
+        let mut groups: Vec<Option<(Key, Totals)>> = bucket.into_iter().map(Some).collect();
+        let key_of = |index: u32| groups[index as usize].as_ref().expect("not taken yet").0.as_str();
+        let mut order: Vec<(u64, u32)> = (0..groups.len() as u32).map(|index| (key_prefix(key_of(index)), index)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key_of(a.1).cmp(key_of(b.1))));
         let mut start_text = Vec::with_capacity(19);
         json_time(&mut start_text, start);
-        for (group, totals) in groups {
+        for (_, index) in order {
+            let (group, totals) = groups[index as usize].take().expect("each index once");
             let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
                                            totals.win, &start_text);
             if let Some(extra) = &totals.extra { // dropped with the totals: releasing its ids
@@ -238,4 +243,13 @@ impl WindowStore {
         self.starts = self.buckets.keys().map(|&start| Reverse(start)).collect();
         self.next_due = self.starts.peek().map_or(NEVER, |&Reverse(start)| self.close_at(start));
     }
+}
+
+/// A key's first 8 bytes as a big-endian number (zero-padded): keys in this order are in the keys'
+/// own order, or tie (then the whole keys say).
+fn key_prefix(key: &str) -> u64 {
+    let mut first = [0u8; 8];
+    let used = key.len().min(8);
+    first[..used].copy_from_slice(&key.as_bytes()[..used]);
+    u64::from_be_bytes(first)
 }

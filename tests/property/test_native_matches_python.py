@@ -138,6 +138,22 @@ def test_both_cores_read_a_numeric_string_alike(text):
     assert run(NativePartition, job, feed_lines, False) == run(Partition, job, feed_lines, False)
 
 
+# Text times whose date repeats, changes, or is no date: the compiled core keeps the last date it read.
+DATED_TIMES = ["2026-11-02 18:00:00.682", "2026-11-02 18:00:01", "2026-11-02T18:00:02Z", "2026-11-02 24:00:00",
+               "2026-11-02x18:00:03", "2026-11-03 00:00:00", "2026-02-29 00:00:00", "2026-02-28 23:59:59",
+               "2024-02-29 12:00:00", "2024-02-29T12:00:01+01:00", "2026-13-01 00:00:00", "2026-11-0218:00:00",
+               "1970-01-01 00:00:00", "1970-01-01 00:00:01", "2026-11-02 18:00:04.5", "2026-11-02 18:00:05"]
+
+
+def test_both_cores_read_dated_times_alike():
+    job = JobSpec(sessions=SessionOutput("s", SessionRules(gap=1000, grace=0)))
+    feed_lines = [orjson.dumps({"user_id": "p1", "timestamp": text, "value": {"stake": "1", "win": "0"}})
+                  for text in DATED_TIMES + DATED_TIMES[::-1]]
+    native, python = run(NativePartition, job, feed_lines, False), run(Partition, job, feed_lines, False)
+    assert native == python
+    assert python[2][3]["bad_time"] == 10  # 5 of them are no time, each read twice
+
+
 # What ends or escapes a string, at every position of strings up to 40 bytes long: the compiled
 # reader looks for a string's end 16 bytes at a time, then 8, then one by one near the record's end.
 ESCAPES = [b'\\"', b"\\\\", b"\\u00e9", b"\\n"]  # valid JSON
