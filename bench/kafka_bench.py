@@ -115,11 +115,19 @@ def throughput(bootstrap: str, work: Path) -> dict:
                 run["events_per_second"] / limit for run, limit in zip(runs["off"], limits)), 3)}
 
 
+def settle() -> None:
+    """Before each timed run: what the previous run wrote (the passthrough writes all 1M records again)
+    flushed to disk first, so that its writeback does not slow whichever run comes next."""
+    os.sync()
+    time.sleep(1)
+
+
 def one_run(bootstrap: str, work: Path, group: str, total: int, metrics: bool) -> dict:
     port = free_port()
     config = write_config(work / f"{group}.toml", bootstrap, "bench-events", group,
                           ROOT / "examples" / "xtremepush.toml", metrics_port=port if metrics else None)
     log_path = work / f"{group}.log"
+    settle()
     run_started = time.perf_counter()
     process = subprocess.Popen([str(SESSIONIZER), "run", "--config", str(config)], stderr=open(log_path, "wb"))
     scraper = Scraper(port) if metrics else None
@@ -177,6 +185,7 @@ def one_passthrough(bootstrap: str, work: Path, group: str, total: int) -> int:
     """The limit: bench/passthrough.py (consume, produce the same bytes, one transaction per 250 ms with
     the offsets in it; sessionizer's client settings) on the same topic, timed the same way."""
     create(bootstrap, f"{group}-out")
+    settle()
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(HERE / "passthrough.py"), bootstrap, "bench-events",
                                 f"{group}-out", group, str(total)], stdout=subprocess.DEVNULL,
