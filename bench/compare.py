@@ -243,6 +243,8 @@ def stream_contender(bootstrap: str, work: Path, name: str, start, lines: list[b
                                        for t in (topic, sessions, rolling)]).values():
         future.result()
     produce(bootstrap, topic, lines, partitions)
+    os.sync()  # the input (and the last contender's output) on disk first: no writeback during the run
+    time.sleep(1)
     started = time.perf_counter()
     process, group = start(bootstrap, work, topic, f"{slug}-app", sessions, rolling)
     progress = wait_consumed(bootstrap, group, topic, len(lines), process, timeout=CAP_SECONDS)
