@@ -3,7 +3,8 @@
 It consumes a batch, produces the same bytes to an output topic, and commits a transaction
 every commit interval with the input offsets in it: exactly what `sessionizer run` does
 around its core, with no core. The same client settings as `sessionizer run` (consumer and
-producer), so the difference between the two is the cost of the aggregation itself.
+producer) and the same tuning of Python's cyclic collector, so the difference between the two
+is the cost of the aggregation itself.
 
     python passthrough.py BOOTSTRAP INPUT_TOPIC OUTPUT_TOPIC GROUP TOTAL_RECORDS
 
@@ -12,6 +13,7 @@ Prints the events/s from process start to the last input offset committed.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -25,6 +27,8 @@ BATCH = 5000  # sessionizer's default batch size
 
 def main() -> None:
     bootstrap, source, target, group, total = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    gc.freeze()  # the cyclic collector as `sessionizer run` tunes it (sessionizer.kafka.runtime.tune_gc)
+    gc.set_threshold(50_000, 20, 10)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "partition.assignment.strategy": "cooperative-sticky", "fetch.max.bytes": 64 * 1024 * 1024,
