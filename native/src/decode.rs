@@ -80,7 +80,7 @@ pub struct Fields {
     names: TypeNames,
     group_count: usize,
     shape: Option<Shape>,
-    last_date: Cell<LastDate>,
+    last_date: Cell<Option<LastDate>>,
 }
 
 /// What a record's type name means: listed in `events`, its `[input.types]` slots, which extra
@@ -746,26 +746,26 @@ fn two_digits(bytes: &[u8], at: usize) -> Option<i64> {
 
 /// The last date read (`YYYY-MM-DD`, as two words) and its day number: records come in time order,
 /// more or less, so most carry the date of the one before, and skip reading and checking it.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct LastDate {
     text: (u64, u16),
     days: i64,
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.f..ffffff]` (UTC) or the same with `T` and `Z`/`±HH:MM`; None otherwise.
-pub fn parse_text_time(text: &str, last: &Cell<LastDate>) -> Option<i64> {
+pub fn parse_text_time(text: &str, last: &Cell<Option<LastDate>>) -> Option<i64> {
     let b = text.as_bytes();
     if b.len() < 19 || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let date = (u64::from_le_bytes(b[..8].try_into().unwrap()), u16::from_le_bytes(b[8..10].try_into().unwrap()));
-    let known = last.get();
-    let days = if known.text == date && known.days != 0 { // (0: nothing kept yet, or 1970-01-01)
-        known.days
-    } else {
-        let days = date_days(b)?;
-        last.set(LastDate { text: date, days });
-        days
+    let days = match last.get() {
+        Some(known) if known.text == date => known.days,
+        _ => {
+            let days = date_days(b)?;
+            last.set(Some(LastDate { text: date, days }));
+            days
+        }
     };
     let (hours, minutes, seconds) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
     let iso = match b[10] {
@@ -825,7 +825,7 @@ fn date_days(b: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, month, day))
 }
 
-fn event_time(token: &Token, last_date: &Cell<LastDate>) -> Option<i64> {
+fn event_time(token: &Token, last_date: &Cell<Option<LastDate>>) -> Option<i64> {
     match token {
         Token::Str(text) => parse_text_time(text, last_date),
         Token::Number(text) => small_integer(text).filter(|t| (0..=MAX_TIME_MS).contains(t)),
