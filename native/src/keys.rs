@@ -3,6 +3,7 @@
 //! list name a key by its slot (4 bytes), not by a copy of the key. Slots come in fixed chunks:
 //! growing never copies them, nor leaves room for as many again.
 
+use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use crate::sessions::Key;
@@ -19,13 +20,13 @@ pub struct KeyMap<V> {
     chunks: Vec<Box<[Held<V>]>>, // CHUNK slots each
     handed_out: usize,           // slots ever used (in use now, or in `free`)
     free: Vec<Slot>,
-    hasher: ahash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
         KeyMap { table: HashTable::new(), chunks: Vec::new(), handed_out: 0, free: Vec::new(),
-                 hasher: ahash::RandomState::new() }
+                 hasher: foldhash::fast::RandomState::default() }
     }
 }
 
@@ -43,7 +44,7 @@ fn is_key<V>(chunks: &[Box<[Held<V>]>], slot: Slot, key: &str) -> bool {
 }
 
 /// The hash of the key in `slot` (which is in use), for the table as it grows.
-fn rehash<'a, V>(hasher: &'a ahash::RandomState, chunks: &'a [Box<[Held<V>]>]) -> impl Fn(&Slot) -> u64 + 'a {
+fn rehash<'a, V>(hasher: &'a foldhash::fast::RandomState, chunks: &'a [Box<[Held<V>]>]) -> impl Fn(&Slot) -> u64 + 'a {
     move |&slot| hasher.hash_one(held(chunks, slot).as_ref().expect("a slot in use").0.as_str())
 }
 

@@ -19,8 +19,8 @@ use compact_str::CompactString;
 
 /// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding),
 /// in hashbrown's map (std's own, with `get_key_value_mut`: one lookup per record, not three).
-pub type HashMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
-pub type HashSet<K> = hashbrown::HashSet<K, ahash::RandomState>;
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+pub type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;

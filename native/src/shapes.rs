@@ -4,6 +4,7 @@
 //! through `offer_shaped`); here are the extra aggregates' values and states and the ids
 //! that open sessions and windows hold.
 
+use std::hash::BuildHasher;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -115,6 +116,44 @@ impl Aggregate {
                 }
             }
             _ => {} // a value of another kind cannot reach here: Python read it for this aggregate
+        }
+    }
+
+    /// The state of a session's records, given (value, event time) in sweep order (event time, then
+    /// arrival): `add` over each, but first and last are the first and last present text (the order
+    /// already breaks their ties), and a text equal to the one before needs no search.
+    pub fn over<'a>(&self, mut values: impl DoubleEndedIterator<Item = (&'a Option<Value>, i64)>) -> State {
+        let text = |(value, time): (&'a Option<Value>, i64)| match value {
+            Some(Value::Text(text)) => Some((time, text.clone())),
+            _ => None,
+        };
+        match self.kind {
+            Kind::First => State::Edge(values.find_map(text)),
+            Kind::Last => State::Edge(values.rev().find_map(text)),
+            Kind::CountDistinct => {
+                let mut seen: Vec<CompactString> = Vec::new();
+                let mut previous: Option<&CompactString> = None;
+                for (value, _) in values {
+                    if let Some(Value::Text(text)) = value {
+                        if previous != Some(text) {
+                            if let Err(at) = seen.binary_search(text) {
+                                seen.insert(at, text.clone());
+                            }
+                            previous = Some(text);
+                        }
+                    }
+                }
+                State::Distinct(seen)
+            }
+            _ => {
+                let mut state = self.empty();
+                for (value, time) in values {
+                    if let Some(value) = value {
+                        self.add(&mut state, value, time);
+                    }
+                }
+                state
+            }
         }
     }
 
@@ -277,8 +316,9 @@ impl Slot {
 /// Python core's `IdRegistry`): a record whose (key, id) is here with a holder is a duplicate
 /// (SPEC 7.2). A slot whose last holder drops it is only marked free: its table entry stays until
 /// the slot is found again (and taken back) or the table is rebuilt from the live slots, once it
-/// holds twice as many entries as there are live ids (a sequential pass, amortized O(1) per id).
-/// So a release touches its slot's holder count and nothing else.
+/// holds three times as many entries as there are live ids (a sequential pass, amortized O(1) per
+/// id; at twice, the rebuilds cost the wallet bench a third more instructions in `hold`). So a
+/// release touches its slot's holder count and nothing else.
 pub struct IdRegistry {
     table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
     slots: Vec<Slot>,
@@ -287,7 +327,7 @@ pub struct IdRegistry {
     holders: Vec<u32>,
     // Every slot's text, one after another: a new id is appended (no allocation of its own, and
     // none to free: ids such as UUIDs are too long to keep in line). The texts of free slots stay
-    // until the rebuild, which copies only the live ones; so this holds at most about twice them.
+    // until the rebuild, which copies only the live ones; so this holds at most about three times them.
     texts: String,
     // The texts' other buffer: a rebuild copies the live texts into it and keeps the old one for the
     // next rebuild, so that rebuilds reuse two buffers (a new megabyte each time was a new megabyte of
@@ -295,7 +335,7 @@ pub struct IdRegistry {
     spare: String,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     live: usize,
-    hasher: ahash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl IdRegistry {
@@ -303,7 +343,7 @@ impl IdRegistry {
         Rc::new(RefCell::new(IdRegistry {
             table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), texts: String::new(),
             spare: String::new(),
-            free: Vec::new(), live: 0, hasher: ahash::RandomState::new(),
+            free: Vec::new(), live: 0, hasher: foldhash::fast::RandomState::default(),
         }))
     }
 
@@ -318,7 +358,7 @@ impl IdRegistry {
 
     /// The slot of (key, id), with one more holder; `fresh`: it had none (else, a duplicate).
     fn hold(&mut self, key: &str, id: &str) -> (u32, bool) {
-        if self.table.len() >= (2 * self.live).max(1024) {
+        if self.table.len() >= (3 * self.live).max(1024) {
             self.rebuild();
         }
         let hash = self.hasher.hash_one((key, id));
