@@ -517,9 +517,15 @@ impl SessionStore {
                     }
                 } else {
                     let at = state.spins.partition_point(|s| s.time <= time);
+                    let (keep, inside) = inside_session(&state.starts, at, state.spins.len());
+                    // Strictly inside a session that stays within max_events, a record moves no cut
+                    // (no gap grows, no start moves, no count passes the cap before the session's
+                    // end): the later starts shift by one, with no sweep (as `insert_out_of_order`).
+                    let shift = inside && (weight == 0 || counting(rules.all_count, state, state.starts[keep],
+                        state.starts.get(keep + 1).copied().unwrap_or(state.spins.len())) < self.max_events);
                     state.insert_shaped(at, spin, counts, id, values);
                     let old_starts = std::mem::take(&mut state.starts);
-                    state.starts = resweep(&rules, state);
+                    state.starts = if shift { shifted(&old_starts, keep) } else { resweep(&rules, state) };
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
                     let first = state.starts[session];
                     let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
@@ -545,12 +551,10 @@ impl SessionStore {
         let at = state.spins.partition_point(|spin| spin.time <= time);
         state.spins.insert(at, Spin { time, stake, win, label });
         let old_starts = state.starts.clone();
-        let keep = if at > 0 { old_starts.partition_point(|&s| s < at) - 1 } else { 0 };
+        let (keep, inside) = inside_session(&old_starts, at, state.spins.len() - 1);
         let stop = if keep + 1 < old_starts.len() { old_starts[keep + 1] } else { state.spins.len() - 1 };
-        if 0 < at && old_starts[keep] < at && at < stop && ((stop - old_starts[keep]) as i64) < max_events {
-            let mut starts = Starts::from_slice(&old_starts[..=keep]);
-            starts.extend(old_starts[keep + 1..].iter().map(|first| first + 1));
-            state.starts = starts;
+        if inside && ((stop - old_starts[keep]) as i64) < max_events {
+            state.starts = shifted(&old_starts, keep);
         } else {
             let mut starts = Starts::from_slice(&old_starts[..keep]);
             starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
@@ -825,6 +829,21 @@ fn close_time(rules: &SessionRules, state: &KeySessions) -> i64 {
         .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)))
         .min()
         .unwrap()
+}
+
+/// For a record going in at index `at` of `len` records: the session it falls in (the one before
+/// it, at a start), and whether it lands strictly inside it (after its first record, before its last).
+fn inside_session(starts: &[usize], at: usize, len: usize) -> (usize, bool) {
+    let keep = if at > 0 { starts.partition_point(|&s| s < at) - 1 } else { 0 };
+    let stop = if keep + 1 < starts.len() { starts[keep + 1] } else { len };
+    (keep, 0 < at && starts[keep] < at && at < stop)
+}
+
+/// `starts` once a record went in inside session `keep`: the later sessions start one record later.
+fn shifted(starts: &[usize], keep: usize) -> Starts {
+    let mut shifted = Starts::from_slice(&starts[..=keep]);
+    shifted.extend(starts[keep + 1..].iter().map(|first| first + 1));
+    shifted
 }
 
 /// A shaped key's session starts, from scratch (as the Python core's `_resweep`).
