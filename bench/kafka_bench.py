@@ -49,7 +49,7 @@ DATA = inputs.SPINS_1M
 RESULTS = HERE / "results"
 SESSIONIZER = Path(sys.executable).parent / "sessionizer"
 PARTITIONS = 6
-ROUNDS = 5  # rounds of three throughput runs: monitoring endpoints off, on, and the passthrough
+ROUNDS = 7  # rounds of three throughput runs: monitoring endpoints off, on, and the passthrough
 
 
 def main() -> None:
