@@ -741,11 +741,15 @@ impl SessionStore {
             key, start, end, count, stake, win, game, channel, reason,
         });
         if let Some(records) = state.shaped.as_deref().filter(|records| records.stride > 0) {
-            let (stride, spins) = (records.stride, &state.spins);
-            let states: SmallVec<[State; 4]> = self.aggregates.iter().enumerate()
-                .map(|(index, aggregate)| aggregate.over((first..stop)
-                    .map(|at| (&records.values[at * stride + index], spins[at].time))))
-                .collect();
+            let mut states: SmallVec<[State; 4]> = self.aggregates.iter().map(Aggregate::empty).collect();
+            let values = records.values[first * records.stride..stop * records.stride].chunks_exact(records.stride);
+            for (spin, values) in state.spins[first..stop].iter().zip(values) {
+                for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(values) {
+                    if let Some(value) = value {
+                        aggregate.add(state, value, spin.time);
+                    }
+                }
+            }
             with_aggregates(&mut record, &self.aggregates, &states);
         }
         self.out.push((key.clone(), record));

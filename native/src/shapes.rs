@@ -119,44 +119,6 @@ impl Aggregate {
         }
     }
 
-    /// The state of a session's records, given (value, event time) in sweep order (event time, then
-    /// arrival): `add` over each, but first and last are the first and last present text (the order
-    /// already breaks their ties), and a text equal to the one before needs no search.
-    pub fn over<'a>(&self, mut values: impl DoubleEndedIterator<Item = (&'a Option<Value>, i64)>) -> State {
-        let text = |(value, time): (&'a Option<Value>, i64)| match value {
-            Some(Value::Text(text)) => Some((time, text.clone())),
-            _ => None,
-        };
-        match self.kind {
-            Kind::First => State::Edge(values.find_map(text)),
-            Kind::Last => State::Edge(values.rev().find_map(text)),
-            Kind::CountDistinct => {
-                let mut seen: Vec<CompactString> = Vec::new();
-                let mut previous: Option<&CompactString> = None;
-                for (value, _) in values {
-                    if let Some(Value::Text(text)) = value {
-                        if previous != Some(text) {
-                            if let Err(at) = seen.binary_search(text) {
-                                seen.insert(at, text.clone());
-                            }
-                            previous = Some(text);
-                        }
-                    }
-                }
-                State::Distinct(seen)
-            }
-            _ => {
-                let mut state = self.empty();
-                for (value, time) in values {
-                    if let Some(value) = value {
-                        self.add(&mut state, value, time);
-                    }
-                }
-                state
-            }
-        }
-    }
-
     pub fn write_json(&self, out: &mut Vec<u8>, state: &State) {
         out.extend_from_slice(&self.key_json);
         match state {
