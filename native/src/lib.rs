@@ -17,7 +17,8 @@ mod windows;
 
 use compact_str::CompactString;
 
-/// Hash maps keyed by player ids and groups: aHash (fast, and keyed at random against flooding),
+/// Hash maps keyed by player ids and groups: foldhash (hashbrown's own default: fast on short keys
+/// without AES instructions, and seeded at random per process),
 /// in hashbrown's map (std's own, with `get_key_value_mut`: one lookup per record, not three).
 pub type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 pub type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;

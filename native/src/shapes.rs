@@ -279,7 +279,7 @@ impl Slot {
 /// (SPEC 7.2). A slot whose last holder drops it is only marked free: its table entry stays until
 /// the slot is found again (and taken back) or the table is rebuilt from the live slots, once it
 /// holds three times as many entries as there are live ids (a sequential pass, amortized O(1) per
-/// id; at twice, the rebuilds cost the wallet bench a third more instructions in `hold`). So a
+/// id; at twice, `hold` ran 15 % more instructions on the wallet bench, its rebuilds included). So a
 /// release touches its slot's holder count and nothing else.
 pub struct IdRegistry {
     table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
