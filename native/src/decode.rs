@@ -179,18 +179,26 @@ impl Fields {
     pub fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game: &str, channel: &str,
                events: Vec<String>, groups: &[String], shape: Option<ShapeFields>) -> Result<Self, String> {
         let mut tree = PathNode::default();
+        // The slot of each path read so far: a SPEC 7 path that section 1 already reads (a type's
+        // `game_code` falling back to `[input]`'s, an aggregate over it) shares its slot, so the
+        // reader stores its value once rather than cloning it into a second slot.
+        let mut slots: HashMap<String, usize> = HashMap::default();
+        let mut read = |tree: &mut PathNode, path: &str, slot: usize| {
+            tree.insert(&split_path(path), slot);
+            slots.entry(path.to_owned()).or_insert(slot);
+        };
         for (slot, field) in [(KEY, Some(key)), (TIME, time), (STAKE, Some(stake)), (WIN, Some(win)),
                               (GAME, Some(game)), (CHANNEL, Some(channel))] {
             if let Some(field) = field {
-                tree.insert(&split_path(field), slot);
+                read(&mut tree, field, slot);
             }
         }
         let event_path = shape.as_ref().map_or("event", |(path, ..)| path.as_str());
         if !events.is_empty() || shape.is_some() {
-            tree.insert(&split_path(event_path), EVENT);
+            read(&mut tree, event_path, EVENT);
         }
         for (index, group) in groups.iter().enumerate() {
-            tree.insert(&split_path(group), GROUPS + index);
+            read(&mut tree, group, GROUPS + index);
         }
         let mut slot_count = GROUPS + groups.len();
         let mut names = TypeNames::default();
@@ -201,7 +209,6 @@ impl Fields {
         let shape = match shape {
             None => None,
             Some((_, id, types, aggregates)) => {
-                let mut slots: HashMap<String, usize> = HashMap::default();
                 let mut slot_of = |path: &str| -> Option<usize> {
                     if path.is_empty() {
                         return None;
