@@ -11,7 +11,7 @@ use std::cell::Cell;
 use compact_str::{CompactString, ToCompactString};
 
 use crate::output::{days_from_civil, json_string};
-use crate::shapes::{Kind, Value, Values};
+use crate::shapes::{Derivation, Kind, Row, Source, Value, Values, STAKE_PRESENT, WIN_PRESENT};
 use crate::HashMap;
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
@@ -89,6 +89,7 @@ struct TypeName {
     listed: bool,
     slots: Option<TypeSlots>,
     feeds: Box<[bool]>, // per extra aggregate, in engine order
+    row: Row,           // its row in a `Derivation` (0: a record of no known type)
 }
 
 #[derive(Default)]
@@ -105,7 +106,7 @@ impl TypeNames {
             Some(at) => at,
             None => {
                 let feeds = vec![false; aggregates].into_boxed_slice();
-                self.names.push((name.to_owned(), TypeName { listed: false, slots: None, feeds }));
+                self.names.push((name.to_owned(), TypeName { listed: false, slots: None, feeds, row: 0 }));
                 self.names.len() - 1
             }
         };
@@ -113,6 +114,9 @@ impl TypeNames {
     }
 
     fn finish(&mut self) {
+        for (index, (_, meaning)) in self.names.iter_mut().enumerate() {
+            meaning.row = Row::try_from(index + 1).unwrap_or(Row::MAX); // too many to derive: see `derive_sessions`
+        }
         if self.names.len() > Self::SCAN {
             self.index = self.names.iter().enumerate().map(|(at, (name, _))| (name.clone(), at)).collect();
         }
@@ -159,6 +163,7 @@ struct AggregateSlot {
     kind: Kind,
     field: Option<usize>, // None for count
     typed: bool,          // it names its types (then `TypeName::feeds` says which); else it takes all
+    derived: bool,        // a session aggregate whose values the store derives (`Derivation`): not read here
 }
 
 /// `[input.types.<name>]` as Python resolved it: (name, stake, win, game_code, channel, counts, negate).
@@ -235,7 +240,7 @@ impl Fields {
                     for name in types.unwrap_or_default() {
                         names.entry(&name, aggregate_count).feeds[index] = true;
                     }
-                    read.push(AggregateSlot { kind, field, typed });
+                    read.push(AggregateSlot { kind, field, typed, derived: false });
                 }
                 Some(Shape { plain, id, aggregates: read })
             }
@@ -256,6 +261,45 @@ impl Fields {
 
     pub fn shaped(&self) -> bool {
         self.shape.is_some()
+    }
+
+    /// The sources of the first `count` aggregates (the sessions') for every type row, when each is
+    /// a copy of the type's stake, win, game_code or channel, or a count (see `Source`); then the
+    /// decoder stops reading their values, and records carry their row instead. None otherwise.
+    pub fn derive_sessions(&mut self, count: usize) -> Option<Derivation> {
+        let shape = self.shape.as_mut()?;
+        if count == 0 || self.names.names.len() >= 0xff {
+            return None;
+        }
+        let plain = shape.plain;
+        let meanings = std::iter::once((plain, None)).chain(self.names.names.iter()
+            .map(|(_, meaning)| (meaning.slots.unwrap_or(plain), Some(&meaning.feeds))));
+        let mut rows = Vec::new();
+        for (slots, feeds) in meanings {
+            let mut sources = Vec::with_capacity(count);
+            for (index, aggregate) in shape.aggregates[..count].iter().enumerate() {
+                let takes = !aggregate.typed || feeds.is_some_and(|feeds| feeds[index]);
+                let flip = slots.negate && matches!(aggregate.kind, Kind::Min | Kind::Max);
+                let json = aggregate.kind != Kind::CountDistinct;
+                sources.push(match (aggregate.kind, aggregate.field) {
+                    _ if !takes => Source::Nothing,
+                    (Kind::Count, _) => Source::One,
+                    (_, None) => Source::Nothing, // no path: never present
+                    (Kind::Sum | Kind::Min | Kind::Max, field) if field == slots.stake => Source::Stake { flip },
+                    (Kind::Sum | Kind::Min | Kind::Max, field) if field == slots.win => Source::Win { flip },
+                    (Kind::First | Kind::Last | Kind::CountDistinct, field) if field == slots.game => Source::Game { json },
+                    (Kind::First | Kind::Last | Kind::CountDistinct, field) if field == slots.channel => {
+                        Source::Channel { json }
+                    }
+                    _ => return None,
+                });
+            }
+            rows.push(sources.into_boxed_slice());
+        }
+        for aggregate in &mut shape.aggregates[..count] {
+            aggregate.derived = true;
+        }
+        Some(Derivation { rows })
     }
 }
 
@@ -286,7 +330,8 @@ pub struct Event<'a> {
 pub struct ShapedPart<'a> {
     pub counts: bool,
     pub id: Option<Cow<'a, str>>,
-    pub values: Values,
+    pub values: Values, // None for the aggregates whose values the sessions derive
+    pub row: Option<Row>, // when they do: the record's row
 }
 
 pub enum Decoded<'a> {
@@ -907,9 +952,17 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
                 },
             };
             let mut read = Values::with_capacity(shape.aggregates.len());
+            // The sessions' values when they derive them: read as the stake, win, game or channel
+            // (and checked there); the row says which, and whether the amounts were there.
+            let derived = shape.aggregates.first().is_some_and(|aggregate| aggregate.derived);
+            let present = |token: &Token| !matches!(token, Token::Absent | Token::Null);
+            let row = derived.then(|| meaning.map_or(0, |m| m.row)
+                | if present(stake_at) { STAKE_PRESENT } else { 0 } | if present(win_at) { WIN_PRESENT } else { 0 });
             for (index, aggregate) in shape.aggregates.iter().enumerate() {
                 let feeds = !aggregate.typed || meaning.is_some_and(|m| m.feeds[index]);
-                read.push(if !feeds {
+                read.push(if aggregate.derived {
+                    None
+                } else if !feeds {
                     None
                 } else if aggregate.kind == Kind::Count {
                     Some(Value::Int(1))
@@ -926,7 +979,7 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
             if slots.negate {
                 (stake, win) = (-stake, -win);
             }
-            Some(ShapedPart { counts: slots.counts, id, values: read })
+            Some(ShapedPart { counts: slots.counts, id, values: read, row })
         }
         _ => None,
     };

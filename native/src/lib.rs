@@ -31,8 +31,8 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
-use sessions::{Key, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
-use shapes::{Aggregate, IdRegistry, Ids, Kind, Value, Values};
+use sessions::{Key, RecordValues, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
+use shapes::{Aggregate, IdRegistry, Ids, Kind, Row, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -103,7 +103,7 @@ impl Engine {
                                    event.channel.as_deref(), &groups),
             Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
                                                 event.game.as_deref(), event.channel.as_deref(), &groups,
-                                                part.counts, part.id.as_deref(), &mut part.values),
+                                                part.counts, part.id.as_deref(), &mut part.values, part.row),
         }
     }
 
@@ -137,7 +137,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
-                        values: &mut [Option<Value>]) -> u8 {
+                        values: &mut [Option<Value>], row: Option<Row>) -> u8 {
         let held = match record_id { // (key, id) as the registry shares them
             None => None,
             Some(id) => match shapes::take(&self.ids, key, id) {
@@ -171,8 +171,11 @@ impl Engine {
             }
         }
         if let Some(sessions) = &mut self.sessions {
-            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held,
-                                      &mut values[..sessions_take]) {
+            let values = match row { // the sessions' values: derived from the row, or as read
+                Some(row) => RecordValues::Derived(row),
+                None => RecordValues::Given(&mut values[..sessions_take]),
+            };
+            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held, values) {
                 self.late.insert(0, (0, windows::LATE)); // sessions first, as `late` lists them
             }
         }
@@ -229,14 +232,16 @@ impl Engine {
            sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool, bool, Vec<(String, String)>)>,
            rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>, Vec<(String, String)>)>, track_changes: bool,
            shape: Option<ShapeFields>) -> PyResult<Self> {
-        let fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths, shape)
+        let mut fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths, shape)
             .map_err(PyValueError::new_err)?;
         let shaped = fields.shaped();
         let sessions = match sessions {
             None => None,
             Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
                 let rules = SessionRules { gap, grace, max_duration, max_events, all_count };
-                Some(SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?))
+                let mut store = SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?);
+                store.derivation = fields.derive_sessions(store.aggregates.len());
+                Some(store)
             }
         };
         let mut stores = Vec::new();
@@ -367,7 +372,7 @@ impl Engine {
         let mut values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
             .collect::<PyResult<Values>>()?;
         let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
-        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, &mut values))
+        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, &mut values, None))
     }
 
     /// A record Python handled without the engine (not JSON, or skipped): counts only.
@@ -651,7 +656,7 @@ impl Engine {
             spins.push(Spin { time: word(times, i), stake: word(amounts, 2 * i), win: word(amounts, 2 * i + 1), label });
         }
         let stride = sessions.aggregates.len();
-        let mut records = ShapedRecords::with_capacity(stride, count);
+        let mut records = ShapedRecords::with_capacity(stride, count, false); // values kept: rows are not in the state
         if items == 5 {
             if r.array()? != count {
                 return None;
@@ -782,9 +787,9 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: 
                         Some(held) => held.with(|_, id| msgpack::str(out, id)),
                     }
                     msgpack::array(out, records.stride);
-                    for (aggregate, value) in sessions.aggregates.iter().zip(records.values_of(index)) {
-                        shapes::write_value(out, aggregate, value);
-                    }
+                    records.each_value(index, &state.spins[index], sessions.derivation.as_ref(), |aggregate, value| {
+                        shapes::write_value(out, &sessions.aggregates[aggregate], value);
+                    });
                 }
             }
         }

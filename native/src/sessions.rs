@@ -14,7 +14,7 @@ use thin_vec::ThinVec;
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{with_aggregates, Aggregate, HeldId, State, Value};
+use crate::shapes::{with_aggregates, Aggregate, Derivation, HeldId, Row, State, Value};
 use smallvec::SmallVec;
 
 pub const NEVER: i64 = 1 << 62;
@@ -143,34 +143,114 @@ pub struct KeySessions {
     shaped: Option<Box<ShapedRecords>>, // a shaped store's (SPEC 7), beside `spins`
 }
 
-/// A shaped key's records' SPEC 7 data, in `spins` order: a field per vector, the values flat
-/// (`stride` per record, one per aggregate of the store), so a record costs no allocation of its own.
+/// A record's values for the session aggregates, as a shaped store receives them.
+pub enum RecordValues<'a> {
+    Given(&'a mut [Option<Value>]), // read (taken out, left None): by Python, or for a store that does not derive them
+    Derived(Row),                   // the store derives them from the record's row and spin (`Derivation`)
+}
+
+/// A shaped key's records' SPEC 7 data, in `spins` order: a field per vector, so a record costs no
+/// allocation of its own.
 pub struct ShapedRecords {
     // Whether each record counts, packed: a session's count is summed over these bytes (one cache
     // line for 64 records).
     pub weights: Vec<bool>,
     pub ids: Vec<Option<HeldId>>,
+    // The records' values: `derived`, each record's row (its values derived when needed); else the
+    // values themselves, flat (`stride` per record, one per aggregate of the store). A key of a
+    // deriving store keeps its values once a record comes with values given (from Python, or restored).
+    pub rows: Vec<Row>,
     pub values: Vec<Option<Value>>,
     pub stride: usize,
+    pub derived: bool,
 }
 
 impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
-    pub fn with_capacity(stride: usize, records: usize) -> Self {
+    pub fn with_capacity(stride: usize, records: usize, derived: bool) -> Self {
+        let (rows, values) = if derived { (records, 0) } else { (0, records * stride) };
         ShapedRecords { weights: Vec::with_capacity(records), ids: Vec::with_capacity(records),
-                        values: Vec::with_capacity(records * stride), stride }
+                        rows: Vec::with_capacity(rows), values: Vec::with_capacity(values), stride, derived }
     }
 
-    /// Record `index`'s values.
+    /// Record `index`'s kept values (not `derived`).
     pub fn values_of(&self, index: usize) -> &[Option<Value>] {
         &self.values[index * self.stride..(index + 1) * self.stride]
     }
 
-    /// Add a record's data; its values are taken out of `values` (left None).
+    /// Record `index`'s values, derived or kept, to `each` in aggregate order.
+    pub fn each_value(&self, index: usize, spin: &Spin, derivation: Option<&Derivation>,
+                      mut each: impl FnMut(usize, Option<&Value>)) {
+        if self.derived {
+            let derivation = derivation.expect("a deriving store");
+            for aggregate in 0..self.stride {
+                each(aggregate, derivation.value(self.rows[index], aggregate, spin).as_ref());
+            }
+        } else {
+            for (aggregate, value) in self.values_of(index).iter().enumerate() {
+                each(aggregate, value.as_ref());
+            }
+        }
+    }
+
+    /// A restored record's data (kept values).
     pub fn push(&mut self, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
+        debug_assert!(!self.derived);
         self.weights.push(counts);
         self.ids.push(id);
         self.values.extend(values.iter_mut().map(Option::take));
+    }
+
+    /// Record `at`'s data; its spin is already `spins[at]`.
+    fn insert(&mut self, at: usize, spins: &[Spin], counts: bool, id: Option<HeldId>, values: RecordValues,
+              derivation: Option<&Derivation>) {
+        let end = at == self.weights.len();
+        if end {
+            self.weights.push(counts);
+            self.ids.push(id);
+        } else {
+            self.weights.insert(at, counts);
+            self.ids.insert(at, id);
+        }
+        if self.derived {
+            if let RecordValues::Derived(row) = values {
+                if end { self.rows.push(row) } else { self.rows.insert(at, row) }
+                return;
+            }
+            self.keep_values(spins, at, derivation.expect("a deriving store"));
+        }
+        let from = at * self.stride;
+        match values {
+            RecordValues::Given(values) => {
+                self.values.splice(from..from, values.iter_mut().map(Option::take));
+            }
+            RecordValues::Derived(row) => {
+                let derivation = derivation.expect("a deriving store");
+                self.values.splice(from..from, (0..self.stride).map(|index| derivation.value(row, index, &spins[at])));
+            }
+        }
+    }
+
+    /// From now on, keep the records' values (all but the new record `new`'s, not yet here).
+    #[inline(never)] // rare: a key of a deriving store that gets a record from Python
+    fn keep_values(&mut self, spins: &[Spin], new: usize, derivation: &Derivation) {
+        let rows = std::mem::take(&mut self.rows);
+        let spins = spins[..new].iter().chain(&spins[new + 1..]);
+        self.values.reserve((rows.len() + 1) * self.stride);
+        for (&row, spin) in rows.iter().zip(spins) {
+            self.values.extend((0..self.stride).map(|index| derivation.value(row, index, spin)));
+        }
+        self.derived = false;
+    }
+
+    fn drain(&mut self, first: usize, stop: usize) {
+        self.weights.drain(first..stop);
+        self.ids.drain(first..stop);
+        if self.derived {
+            self.rows.drain(first..stop);
+        } else {
+            self.values.drain(first * self.stride..stop * self.stride);
+        }
     }
 }
 
@@ -188,39 +268,28 @@ impl KeySessions {
         self.shaped.as_ref().map_or(&[], |shaped| &shaped.weights)
     }
 
-    fn shaped_mut(&mut self) -> &mut ShapedRecords {
-        self.shaped.as_mut().expect("a shaped key")
-    }
-
-    fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
+    fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
+                   derivation: Option<&Derivation>) {
         push_spin(&mut self.spins, spin);
-        self.shaped_mut().push(counts, id, values);
+        let at = self.spins.len() - 1;
+        self.shaped.as_mut().expect("a shaped key").insert(at, &self.spins, counts, id, values, derivation);
     }
 
-    fn insert_shaped(&mut self, at: usize, spin: Spin, counts: bool, id: Option<HeldId>,
-                     values: &mut [Option<Value>]) {
+    fn insert_shaped(&mut self, at: usize, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
+                     derivation: Option<&Derivation>) {
         self.spins.insert(at, spin);
-        let shaped = self.shaped_mut();
-        shaped.weights.insert(at, counts);
-        shaped.ids.insert(at, id);
-        let from = at * shaped.stride;
-        shaped.values.splice(from..from, values.iter_mut().map(Option::take));
+        self.shaped.as_mut().expect("a shaped key").insert(at, &self.spins, counts, id, values, derivation);
     }
 
     fn remove_shaped(&mut self, at: usize) {
         self.spins.remove(at);
-        let shaped = self.shaped_mut();
-        shaped.weights.remove(at);
-        shaped.ids.remove(at);
-        shaped.values.drain(at * shaped.stride..(at + 1) * shaped.stride);
+        self.shaped.as_mut().expect("a shaped key").drain(at, at + 1);
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
         self.spins.drain(first..stop);
         if let Some(shaped) = &mut self.shaped {
-            shaped.weights.drain(first..stop);
-            shaped.ids.drain(first..stop);
-            shaped.values.drain(first * shaped.stride..stop * shaped.stride);
+            shaped.drain(first, stop);
         }
     }
 
@@ -344,6 +413,7 @@ pub struct SessionStore {
     pub out: Vec<(Key, Vec<u8>)>,
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
+    pub derivation: Option<Derivation>, // set by the engine when the aggregates' values can be derived
 }
 
 impl SessionStore {
@@ -352,6 +422,7 @@ impl SessionStore {
         SessionStore {
             shaped,
             aggregates,
+            derivation: None,
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
@@ -468,7 +539,7 @@ impl SessionStore {
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, now: i64, counts: bool, id: Option<HeldId>,
-                        values: &mut [Option<Value>]) -> bool {
+                        values: RecordValues) -> bool {
         let rules = self.rules.clone();
         let weight = counts as i64;
         let owned: Key = match self.keys.find(key) {
@@ -482,8 +553,9 @@ impl SessionStore {
                 let owned: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
-                let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4);
-                records.push(counts, id, values);
+                let derivation = self.derivation.as_ref();
+                let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4, derivation.is_some());
+                records.insert(0, &spins, counts, id, values, derivation);
                 let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
                 self.schedule_slot(slot, due);
                 owned
@@ -511,7 +583,7 @@ impl SessionStore {
                     if cut {
                         state.starts.push(state.spins.len());
                     }
-                    state.push_shaped(spin, counts, id, values);
+                    state.push_shaped(spin, counts, id, values, self.derivation.as_ref());
                     if due < state.due {
                         self.schedule_slot(slot, due);
                     }
@@ -523,7 +595,7 @@ impl SessionStore {
                     // end): the later starts shift by one, with no sweep (as `insert_out_of_order`).
                     let shift = inside && (weight == 0 || counting(rules.all_count, state, state.starts[keep],
                         state.starts.get(keep + 1).copied().unwrap_or(state.spins.len())) < self.max_events);
-                    state.insert_shaped(at, spin, counts, id, values);
+                    state.insert_shaped(at, spin, counts, id, values, self.derivation.as_ref());
                     let old_starts = std::mem::take(&mut state.starts);
                     state.starts = if shift { shifted(&old_starts, keep) } else { resweep(&rules, state) };
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
@@ -742,11 +814,22 @@ impl SessionStore {
         });
         if let Some(records) = state.shaped.as_deref().filter(|records| records.stride > 0) {
             let mut states: SmallVec<[State; 4]> = self.aggregates.iter().map(Aggregate::empty).collect();
-            let values = records.values[first * records.stride..stop * records.stride].chunks_exact(records.stride);
-            for (spin, values) in state.spins[first..stop].iter().zip(values) {
-                for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(values) {
-                    if let Some(value) = value {
-                        aggregate.add(state, value, spin.time);
+            if records.derived {
+                let derivation = self.derivation.as_ref().expect("a deriving store");
+                for (spin, &row) in state.spins[first..stop].iter().zip(&records.rows[first..stop]) {
+                    for (index, (aggregate, state)) in self.aggregates.iter().zip(states.iter_mut()).enumerate() {
+                        if let Some(value) = derivation.derive(row, index, spin) {
+                            aggregate.add_derived(state, value, spin.time);
+                        }
+                    }
+                }
+            } else {
+                let values = records.values[first * records.stride..stop * records.stride].chunks_exact(records.stride);
+                for (spin, values) in state.spins[first..stop].iter().zip(values) {
+                    for ((aggregate, state), value) in self.aggregates.iter().zip(states.iter_mut()).zip(values) {
+                        if let Some(value) = value {
+                            aggregate.add(state, value, spin.time);
+                        }
                     }
                 }
             }

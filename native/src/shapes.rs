@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use crate::msgpack;
 use crate::output::{int, json_amount, json_string};
+use crate::sessions::Spin;
 use hashbrown::HashTable;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,33 @@ impl Aggregate {
         }
     }
 
+    /// `add` of a derived value: a string is copied only when the state keeps it.
+    pub fn add_derived(&self, state: &mut State, value: Derived, time: i64) {
+        match (state, value) {
+            (State::Total(total), Derived::Int(v)) => *total += v as i128,
+            (State::Extreme(current), Derived::Int(v)) => {
+                let v = v as i128;
+                let better = match current {
+                    None => true,
+                    Some(c) => if self.kind == Kind::Min { v < *c } else { v > *c },
+                };
+                if better {
+                    *current = Some(v);
+                }
+            }
+            (State::Edge(current), Derived::Text(text)) => match current {
+                Some((at, _)) if if self.kind == Kind::First { time >= *at } else { time < *at } => {}
+                _ => *current = Some((time, json_text(text))),
+            },
+            (State::Distinct(seen), Derived::Text(text)) => {
+                if let Err(at) = seen.binary_search_by(|held| held.as_str().cmp(text)) {
+                    seen.insert(at, CompactString::from(text));
+                }
+            }
+            _ => {} // a value of another kind: a source is chosen per kind (`derive_sessions`)
+        }
+    }
+
     pub fn write_json(&self, out: &mut Vec<u8>, state: &State) {
         out.extend_from_slice(&self.key_json);
         match state {
@@ -130,6 +158,82 @@ impl Aggregate {
             State::Extreme(None) | State::Edge(None) => out.extend_from_slice(b"null"),
         }
     }
+}
+
+/// Where a record's value for one session aggregate comes from when it is a copy of what the
+/// record's session keeps anyway: an aggregate over the same path as the record type's stake, win,
+/// game_code or channel (`largest_win` over a WIN's `amount`, `distinct_games` over `game`), or a
+/// count. Such values are derived when a session closes (or is written to state), not kept per
+/// record: 2 bytes a record (its `Row`) instead of 24 per aggregate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    Nothing, // the aggregate does not take records of this type
+    One,     // count
+    Stake { flip: bool }, // sum, min, max: the amount (`flip`: min and max of a negated type, whose stake was negated)
+    Win { flip: bool },
+    Game { json: bool }, // first, last (`json`: their JSON text), count_distinct (the string)
+    Channel { json: bool },
+}
+
+/// A record's type row (an index into `Derivation::rows`) and whether its stake and win fields were
+/// present (an absent or null amount is 0 to the totals, but nothing to an aggregate).
+pub type Row = u16;
+pub const STAKE_PRESENT: Row = 1 << 8;
+pub const WIN_PRESENT: Row = 1 << 9;
+
+/// Each type row's source per session aggregate (row 0: a record of no known type).
+pub struct Derivation {
+    pub rows: Vec<Box<[Source]>>,
+}
+
+/// A derived value, borrowed from the record's spin: an int, or a string (for first and last, the
+/// JSON text is made only when it becomes the state).
+pub enum Derived<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+impl Derivation {
+    /// Record (`row`, `spin`)'s value for aggregate `index`, as the decoder would have read it.
+    #[inline]
+    pub fn derive<'a>(&self, row: Row, index: usize, spin: &'a Spin) -> Option<Derived<'a>> {
+        let amount = |present: bool, micros: i64, flip: bool| present.then_some(Derived::Int(if flip { -micros } else { micros }));
+        match self.rows[(row & 0xff) as usize][index] {
+            Source::Nothing => None,
+            Source::One => Some(Derived::Int(1)),
+            Source::Stake { flip } => amount(row & STAKE_PRESENT != 0, spin.stake, flip),
+            Source::Win { flip } => amount(row & WIN_PRESENT != 0, spin.win, flip),
+            Source::Game { .. } => spin.label.as_ref()?.0.as_deref().map(Derived::Text),
+            Source::Channel { .. } => spin.label.as_ref()?.1.as_deref().map(Derived::Text),
+        }
+    }
+
+    /// `derive`, as the `Value` the decoder would have made.
+    pub fn value(&self, row: Row, index: usize, spin: &Spin) -> Option<Value> {
+        let json = matches!(self.rows[(row & 0xff) as usize][index], Source::Game { json: true } | Source::Channel { json: true });
+        Some(match self.derive(row, index, spin)? {
+            Derived::Int(value) => Value::Int(value),
+            Derived::Text(text) if json => Value::Text(json_text(text)),
+            Derived::Text(text) => Value::Text(CompactString::from(text)),
+        })
+    }
+}
+
+/// `text` as a JSON string, built in line when short and plain (no allocation, no escaping pass).
+pub fn json_text(text: &str) -> CompactString {
+    let plain = !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    let mut inline = [0u8; 24];
+    if plain && text.len() + 2 <= inline.len() {
+        inline[0] = b'"';
+        inline[1..=text.len()].copy_from_slice(text.as_bytes());
+        inline[text.len() + 1] = b'"';
+        // SAFETY: a str between two ASCII quotes is UTF-8.
+        return unsafe { CompactString::from_utf8_unchecked(&inline[..text.len() + 2]) };
+    }
+    let mut out = Vec::with_capacity(text.len() + 2);
+    json_string(&mut out, text);
+    // SAFETY: json_string writes UTF-8 (the text, escaped with ASCII).
+    unsafe { CompactString::from_utf8_unchecked(out) }
 }
 
 const VALUE_END: &[u8] = b"},\"user_attributes\":{}}";
@@ -148,7 +252,7 @@ pub fn with_aggregates(record: &mut Vec<u8>, aggregates: &[Aggregate], states: &
 // -- MessagePack, as msgspec writes the Python values ----------------------------------------------
 
 /// A record's value for `aggregate`: first/last's JSON text as bytes, count_distinct's as a str.
-pub fn write_value(out: &mut Vec<u8>, aggregate: &Aggregate, value: &Option<Value>) {
+pub fn write_value(out: &mut Vec<u8>, aggregate: &Aggregate, value: Option<&Value>) {
     match value {
         None => msgpack::nil(out),
         Some(Value::Int(v)) => {

@@ -331,10 +331,14 @@ def test_a_changelog_record_that_cannot_be_read_is_named():
 # SPEC section 7: typed records with ids and extra aggregates. Each core reads them itself (the
 # compiled one hands odd values back to the Python decoder); both must aggregate, hold ids and
 # write state to the same bytes.
+from test_shapes_match_reference import AGGREGATES, DERIVABLE_AGGREGATES  # noqa: E402
 from test_shapes_match_reference import job as shaped_job  # noqa: E402
 from test_shapes_match_reference import session_rules, streams, to_line, window_rules  # noqa: E402
 
-shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window_rules(), max_size=2)).filter(
+# Aggregates over fields of their own, and aggregates the compiled core's sessions derive (over each
+# type's stake, win, game_code and channel paths): a record Python reads makes its key keep values.
+shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window_rules(), max_size=2),
+                        st.sampled_from([AGGREGATES, DERIVABLE_AGGREGATES])).filter(
     lambda spec: spec.sessions or spec.rolling)
 # Values an aggregate, an id or a type may meet: each core must accept the same ones, read them
 # alike, and leave the rest to the Python decoder's dead letters.
@@ -349,6 +353,8 @@ def shaped_records(draw):
     body = {"user_id": draw(good_keys), "timestamp": draw(good_times),
             "value": {"stake": draw(good_amounts | wild), "win": draw(good_amounts | wild),
                       "game_code": draw(st.none() | texts)}}
+    if draw(st.booleans()):
+        body["value"]["channel"] = draw(st.none() | texts | wild)
     for name, values in (("type", st.sampled_from(["BET", "WIN", "RB", "other", 7])), ("id", wild | keys.map(lambda k: orjson.Fragment(str(k)) if type(k) is int else k)),
                          ("v", wild), ("g", wild | texts)):
         if draw(st.booleans()):

@@ -31,10 +31,20 @@ AGGREGATES = (
     ("distinct_g", "count_distinct", "g", None),
 )
 
+# Aggregates over the very paths each type reads its stake, win, game_code and channel from, and counts:
+# the compiled core derives their values from what a session keeps, rather than a copy per record, for
+# every type row (BET, WIN, RB, and records of no known type), negated ones included.
+DERIVABLE_AGGREGATES = (
+    ("stakes", "sum", "value.stake", {"BET", "RB"}), ("low_stake", "min", "value.stake", {"BET", "RB"}),
+    ("top_refund", "max", "value.stake", {"RB"}), ("top_win", "max", "value.win", {"WIN"}),
+    ("wins", "count", None, {"WIN"}), ("first_g", "first", "value.game_code", None),
+    ("last_c", "last", "value.channel", None), ("distinct_g", "count_distinct", "value.game_code", None),
+)
 
-def core_aggregates() -> tuple[AggregateSpec, ...]:
+
+def core_aggregates(aggregates=AGGREGATES) -> tuple[AggregateSpec, ...]:
     return tuple(AggregateSpec(name, kind, field, None if types is None else frozenset(types))
-                 for name, kind, field, types in AGGREGATES)
+                 for name, kind, field, types in aggregates)
 
 
 def ref_aggregates() -> tuple[RefAggregate, ...]:
@@ -42,12 +52,13 @@ def ref_aggregates() -> tuple[RefAggregate, ...]:
                  for name, kind, field, types in AGGREGATES)
 
 
-def job(srules: SessionRules | None, wrules: list[WindowRules]) -> JobSpec:
+def job(srules: SessionRules | None, wrules: list[WindowRules], aggregates=AGGREGATES) -> JobSpec:
     fields = InputFields(event="type", id="id", types=TYPES)
     return JobSpec(
         fields=fields,
-        sessions=SessionOutput("sessions-out", srules, aggregates=core_aggregates()) if srules else None,
-        rolling=tuple(RollingOutput(f"rolling{i}", r, aggregates=core_aggregates()) for i, r in enumerate(wrules)),
+        sessions=SessionOutput("sessions-out", srules, aggregates=core_aggregates(aggregates)) if srules else None,
+        rolling=tuple(RollingOutput(f"rolling{i}", r, aggregates=core_aggregates(aggregates))
+                      for i, r in enumerate(wrules)),
     )
 
 
