@@ -330,8 +330,8 @@ pub struct Event<'a> {
 pub struct ShapedPart<'a> {
     pub counts: bool,
     pub id: Option<Cow<'a, str>>,
-    pub values: Values, // None for the aggregates whose values the sessions derive
-    pub row: Option<Row>, // when they do: the record's row
+    pub values: Values, // a value per aggregate, sessions' first; the rolling aggregates' only when `row` is set
+    pub row: Option<Row>, // the record's row, when the sessions derive their aggregates' values
 }
 
 pub enum Decoded<'a> {
@@ -959,10 +959,11 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
             let row = derived.then(|| meaning.map_or(0, |m| m.row)
                 | if present(stake_at) { STAKE_PRESENT } else { 0 } | if present(win_at) { WIN_PRESENT } else { 0 });
             for (index, aggregate) in shape.aggregates.iter().enumerate() {
+                if aggregate.derived {
+                    continue; // no value: `values` then holds the rolling aggregates' only
+                }
                 let feeds = !aggregate.typed || meaning.is_some_and(|m| m.feeds[index]);
-                read.push(if aggregate.derived {
-                    None
-                } else if !feeds {
+                read.push(if !feeds {
                     None
                 } else if aggregate.kind == Kind::Count {
                     Some(Value::Int(1))

@@ -156,7 +156,11 @@ impl Engine {
         let now = self.stream_time;
         self.late.clear();
         // The windows first, each holding a copy of the id; then the sessions, which take the id itself.
-        let sessions_take = self.sessions.as_ref().map_or(0, |sessions| sessions.aggregates.len());
+        // `values`: the sessions' aggregates' first, unless the sessions derive them (then `row` is set).
+        let sessions_take = match row {
+            Some(_) => 0,
+            None => self.sessions.as_ref().map_or(0, |sessions| sessions.aggregates.len()),
+        };
         let mut at = sessions_take;
         for (index, rolling) in self.rolling.iter_mut().enumerate() {
             let count = rolling.store.aggregates.len();
