@@ -65,6 +65,10 @@ pub struct Engine {
     late_key: String,
     late_time: i64,
     duplicate_id: String, // of the last DUPLICATE (its key in late_key)
+    // DUPLICATEs `feed_text` went past: (line start, line end, lines read up to it, key, id). Their dead
+    // letters (which change nothing here) are written by Python for a whole chunk at once, not one
+    // return to Python per copy (each found the interpreter's code and data cold: 9 us a copy).
+    duplicates: Vec<(usize, usize, usize, String, String)>,
     ids: Ids,
 }
 
@@ -268,16 +272,19 @@ impl Engine {
             late_key: String::new(),
             late_time: 0,
             duplicate_id: String::new(),
+            duplicates: Vec::new(),
             ids: IdRegistry::shared(),
         })
     }
 
     /// Replay text (whole lines, each ending in a line feed but maybe the file's last) from byte
     /// `start` to `stop`, until a line needs Python: (where it begins, where it ends, lines passed,
-    /// that one included, FALLBACK or LATE); or (stop, stop, lines passed, DONE). Blank lines are
-    /// passed over. The same lines as a file's `readlines()`, without making them Python objects.
-    /// `text` is any contiguous buffer of bytes (replay reads its input into one reused bytearray).
-    fn feed_text(&mut self, text: PyBuffer<u8>, start: usize, stop: usize) -> PyResult<(usize, usize, usize, u8)> {
+    /// that one included, FALLBACK or LATE, duplicates pending); or (stop, stop, lines passed, DONE,
+    /// duplicates pending). Duplicates are gone past, and kept for `take_duplicates` (their dead letters
+    /// come before the line that stopped). Blank lines are passed over. The same lines as a file's
+    /// `readlines()`, without making them Python objects. `text` is any contiguous buffer of bytes
+    /// (replay reads its input into one reused bytearray).
+    fn feed_text(&mut self, text: PyBuffer<u8>, start: usize, stop: usize) -> PyResult<(usize, usize, usize, u8, usize)> {
         if !text.is_c_contiguous() {
             return Err(PyValueError::new_err("the text must be a contiguous buffer"));
         }
@@ -291,14 +298,15 @@ impl Engine {
             let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
             lines += 1;
             if let Some(raw) = strip_line(&text[at..end]) {
-                let outcome = self.feed_raw(raw, None);
-                if outcome != DONE {
-                    return Ok((at, end, lines, outcome));
+                match self.feed_raw(raw, None) {
+                    DONE => {}
+                    DUPLICATE => self.duplicates.push((at, end, lines, self.late_key.clone(), self.duplicate_id.clone())),
+                    outcome => return Ok((at, end, lines, outcome, self.duplicates.len())),
                 }
             }
             at = end;
         }
-        Ok((text.len(), text.len(), lines, DONE))
+        Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()))
     }
 
     /// Kafka messages from `start` while each is a record of `partition` at or after `next_offset`:
@@ -391,6 +399,12 @@ impl Engine {
     }
 
     /// (key, record id) of the last DUPLICATE record.
+    /// The duplicates `feed_text` went past since the last call: (line start, line end, lines read in
+    /// its `feed_text` call up to that line, key, id), in input order.
+    fn take_duplicates(&mut self) -> Vec<(usize, usize, usize, String, String)> {
+        std::mem::take(&mut self.duplicates)
+    }
+
     fn duplicate(&self) -> (String, String) {
         (self.late_key.clone(), self.duplicate_id.clone())
     }

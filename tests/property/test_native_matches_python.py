@@ -429,3 +429,10 @@ def test_sessions_due_together_close_in_time_then_key_order(spins, gap, restart)
             out.update({topic: out.get(topic, []) + records for topic, records in part.drain_by_topic().items()})
         outputs.append(out)
     assert outputs[0] == outputs[1]
+
+
+@given(shaped_jobs, shaped_lines, st.integers(0, 400))
+def test_replay_text_goes_through_both_cores_alike_for_shaped_records(job, feed_lines, split):
+    """The compiled core goes past duplicates in a chunk and hands them back together: their dead
+    letters must still come in input order among the others (late, invalid), with their lines."""
+    test_replay_text_goes_through_both_cores_alike.hypothesis.inner_test(job, feed_lines, split)

@@ -147,11 +147,19 @@ class NativePartition:
     def feed_text(self, text: bytes | bytearray, stop: int, label: str, first_line: int) -> int:
         engine, at, line = self._engine, 0, first_line
         while True:
-            begin, at, lines, outcome = engine.feed_text(text, at, stop)
+            begin, at, lines, outcome, duplicates = engine.feed_text(text, at, stop)
+            if duplicates:  # copies the engine went past: their dead letters first, as they came first
+                self._duplicates_in_text(text, label, line)
             line += lines
             if not outcome:
                 return line - first_line
             self._follow_up(outcome, replay_record(bytes(text[begin:at])), (label, line - 1), None)
+
+    def _duplicates_in_text(self, text: bytes | bytearray, label: str, line: int) -> None:
+        path = self.spec.fields.id
+        for begin, end, lines, key, record_id in self._engine.take_duplicates():
+            self._dead_letter("duplicate", duplicate_detail(path, record_id), None, replay_record(bytes(text[begin:end])),
+                              (label, line + lines - 1), key)
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
                       with_timestamp: bool) -> tuple[int, int, int]:
