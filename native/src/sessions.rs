@@ -542,7 +542,7 @@ impl SessionStore {
                         values: RecordValues) -> bool {
         let rules = self.rules.clone();
         let weight = counts as i64;
-        let owned: Key = match self.keys.find(key) {
+        match self.keys.find(key) {
             None => {
                 let closed_end = self.closed_ends.get(key).copied().unwrap_or(NO_CLOSED_END);
                 let due = rules.close_at(time, weight);
@@ -550,19 +550,17 @@ impl SessionStore {
                     return false;
                 }
                 let label = label_for(&mut self.labels, None, game, channel);
-                let owned: Key = Key::from(key);
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
                 let derivation = self.derivation.as_ref();
                 let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4, derivation.is_some());
                 records.insert(0, &spins, counts, id, values, derivation);
-                let slot = self.keys.insert(owned.clone(), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
+                let slot = self.keys.insert(Key::from(key), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
                 self.schedule_slot(slot, due);
-                owned
+                self.mark_slot(slot);
             }
             Some(slot) => {
                 let (owned, state) = self.keys.entry_mut(slot);
-                let owned = owned.clone();
                 if time <= state.closed_end {
                     return false;
                 }
@@ -587,7 +585,9 @@ impl SessionStore {
                     if due < state.due {
                         self.schedule_slot(slot, due);
                     }
+                    self.mark_slot(slot);
                 } else {
+                    let owned = owned.clone();
                     let at = state.spins.partition_point(|s| s.time <= time);
                     let (keep, inside) = inside_session(&state.starts, at, state.spins.len());
                     // Strictly inside a session that stays within max_events, a record moves no cut
@@ -607,11 +607,10 @@ impl SessionStore {
                         return false;
                     }
                     self.settle(&owned, now);
+                    self.mark(&owned); // by key: settling may have closed all its sessions
                 }
-                owned
             }
-        };
-        self.mark(&owned);
+        }
         true
     }
 
