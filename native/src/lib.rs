@@ -310,11 +310,13 @@ impl Engine {
     }
 
     /// Kafka messages from `start` while each is a record of `partition` at or after `next_offset`:
-    /// (index of the first one not fed, the next offset, how many were fed, DONE); or, when a fed
-    /// message needs Python (FALLBACK, LATE; a null value is a FALLBACK), (its index, ..., outcome).
+    /// (index of the first one not fed, the next offset, how many were fed, DONE, duplicates pending);
+    /// or, when a fed message needs Python (FALLBACK, LATE; a null value is a FALLBACK), (its index,
+    /// ..., outcome, duplicates pending). Duplicates are gone past, as in `feed_text` (for
+    /// `take_duplicates`: the message's index first).
     #[pyo3(signature = (messages, start, partition, next_offset, with_timestamp))]
     fn feed_messages(&mut self, messages: &Bound<'_, PyList>, start: usize, partition: i64, mut next_offset: i64,
-                     with_timestamp: bool) -> PyResult<(usize, i64, usize, u8)> {
+                     with_timestamp: bool) -> PyResult<(usize, i64, usize, u8, usize)> {
         let py = messages.py();
         let (error, partition_of, offset_of, value_of, timestamp_of) =
             (intern!(py, "error"), intern!(py, "partition"), intern!(py, "offset"), intern!(py, "value"),
@@ -323,11 +325,11 @@ impl Engine {
         for index in start..messages.len() {
             let message = messages.get_item(index)?;
             if !message.call_method0(error)?.is_none() || message.call_method0(partition_of)?.extract::<i64>()? != partition {
-                return Ok((index, next_offset, fed, DONE));
+                return Ok((index, next_offset, fed, DONE, self.duplicates.len()));
             }
             let offset: i64 = message.call_method0(offset_of)?.extract()?;
             if offset < next_offset {
-                return Ok((index, next_offset, fed, DONE));
+                return Ok((index, next_offset, fed, DONE, self.duplicates.len()));
             }
             let kafka_timestamp = if with_timestamp {
                 let (kind, timestamp): (i64, i64) = message.call_method0(timestamp_of)?.extract()?;
@@ -345,11 +347,13 @@ impl Engine {
                     FALLBACK
                 }
             };
-            if outcome != DONE {
-                return Ok((index, next_offset, fed, outcome));
+            match outcome {
+                DONE => {}
+                DUPLICATE => self.duplicates.push((index, index, 0, self.late_key.clone(), self.duplicate_id.clone())),
+                outcome => return Ok((index, next_offset, fed, outcome, self.duplicates.len())),
             }
         }
-        Ok((messages.len(), next_offset, fed, DONE))
+        Ok((messages.len(), next_offset, fed, DONE, self.duplicates.len()))
     }
 
     /// One record (a Kafka message value): DONE, FALLBACK or LATE.
@@ -399,8 +403,9 @@ impl Engine {
     }
 
     /// (key, record id) of the last DUPLICATE record.
-    /// The duplicates `feed_text` went past since the last call: (line start, line end, lines read in
-    /// its `feed_text` call up to that line, key, id), in input order.
+    /// The duplicates `feed_text` or `feed_messages` went past since the last call, in input order:
+    /// (line start, line end, lines read in its `feed_text` call up to that line, key, id), or
+    /// (message index, the same, 0, key, id).
     fn take_duplicates(&mut self) -> Vec<(usize, usize, usize, String, String)> {
         std::mem::take(&mut self.duplicates)
     }

@@ -436,3 +436,45 @@ def test_replay_text_goes_through_both_cores_alike_for_shaped_records(job, feed_
     """The compiled core goes past duplicates in a chunk and hands them back together: their dead
     letters must still come in input order among the others (late, invalid), with their lines."""
     test_replay_text_goes_through_both_cores_alike.hypothesis.inner_test(job, feed_lines, split)
+
+
+class Fetched:
+    """An input message as the runtime's consumer hands it over (what `feed_messages` reads)."""
+
+    def __init__(self, value: bytes | None, offset: int, partition: int = 0) -> None:
+        self._value, self._offset, self._partition = value, offset, partition
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, -1)
+
+    def error(self) -> object:
+        return None
+
+
+@given(shaped_jobs, shaped_lines, st.lists(st.integers(0, 60), max_size=3))
+def test_both_cores_take_runs_of_shaped_messages_alike(job, feed_lines, splits):
+    """`feed_messages` in runs (as the runtime polls them): the compiled core goes past duplicates and
+    hands them back with the next message that needs Python, so their dead letters must come in input
+    order among the others, each naming its message."""
+    messages = [Fetched(raw, offset) for offset, raw in enumerate(feed_lines)]
+    bounds = sorted({0, len(messages), *(min(s, len(messages)) for s in splits)})
+    results = []
+    for core in (NativePartition, Partition):
+        part = core(job, describe_source=lambda m: {"offset": m.offset()})
+        fed, next_offset = 0, 0
+        for start, stop in zip(bounds, bounds[1:]):
+            _, next_offset, count = part.feed_messages(messages[:stop], start, 0, next_offset, False)
+            fed += count
+        part.end_of_input()
+        results.append((part.drain_lines_by_topic(), part.stats.read, part.stats.valid, fed))
+    assert results[0] == results[1]
+    assert results[0][3] == len(messages)

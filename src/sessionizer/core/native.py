@@ -165,9 +165,14 @@ class NativePartition:
                       with_timestamp: bool) -> tuple[int, int, int]:
         engine, fed = self._engine, 0
         while True:
-            stop, next_offset, count, outcome = engine.feed_messages(messages, start, partition, next_offset,
-                                                                     with_timestamp)
+            stop, next_offset, count, outcome, duplicates = engine.feed_messages(messages, start, partition,
+                                                                                 next_offset, with_timestamp)
             fed += count
+            if duplicates:  # copies the engine went past: their dead letters first, as they came first
+                path = self.spec.fields.id
+                for index, _, _, key, record_id in engine.take_duplicates():
+                    self._dead_letter("duplicate", duplicate_detail(path, record_id), None, messages[index].value(),
+                                      messages[index], key)
             if not outcome:
                 return stop, next_offset, fed
             message = messages[stop]  # fed, and it needs Python: a wrong record, or a late one
