@@ -814,9 +814,11 @@ impl SessionStore {
         if let Some(records) = state.shaped.as_deref().filter(|records| records.stride > 0) {
             let mut states: SmallVec<[State; 4]> = self.aggregates.iter().map(Aggregate::empty).collect();
             if records.derived {
+                // An aggregate at a time: its kind the same through the inner loop, which branches alike.
                 let derivation = self.derivation.as_ref().expect("a deriving store");
-                for (spin, &row) in state.spins[first..stop].iter().zip(&records.rows[first..stop]) {
-                    for (index, (aggregate, state)) in self.aggregates.iter().zip(states.iter_mut()).enumerate() {
+                let (spins, rows) = (&state.spins[first..stop], &records.rows[first..stop]);
+                for (index, (aggregate, state)) in self.aggregates.iter().zip(states.iter_mut()).enumerate() {
+                    for (spin, &row) in spins.iter().zip(rows) {
                         if let Some(value) = derivation.derive(row, index, spin) {
                             aggregate.add_derived(state, value, spin.time);
                         }
