@@ -231,8 +231,9 @@ def write_shapes_section(r: dict) -> None:
         "",
         f"Shaped / plain: **{s['ratio']:.2f}x** (the median of each round's ratio); of its parts, per-type "
         f"fields alone {s['types_ratio']:.2f}x, the record id alone {s['id_ratio']:.2f}x (a lookup of the "
-        "ids open state holds per record; a dead letter per copy), the four aggregates the rest (their values "
-        "kept per record until the session closes, as out-of-order records and cuts need). "
+        "ids open state holds per record, each record's id held by its session and its window; a dead letter "
+        "per copy), the four aggregates the rest (over the very fields each type reads its win and game from, "
+        "so their values are derived from what the session keeps when it closes, not kept per record). "
         "Goal (issue 13): at most 1.25x.",
         *([] if not s.get("instructions") else [
             "",
