@@ -728,7 +728,7 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &Ids) -> Option<Tota
             return None;
         }
         let states = aggregates.iter().map(|aggregate| shapes::read_state(&mut r, aggregate)).collect::<Option<Vec<_>>>()?;
-        let mut held = Vec::new();
+        let mut held = windows::HeldIds::new();
         for _ in 0..r.array()? {
             if r.array()? != 2 {
                 return None;

@@ -23,16 +23,20 @@ pub struct Totals {
     pub extra: Option<Box<WindowExtra>>, // a shaped store's (beside the totals: one lookup per record)
 }
 
+/// A window's held ids: the first few in line, in the window's box (a player's window mostly holds a
+/// few records): no allocation of their own, nor a reallocation as they come.
+pub type HeldIds = smallvec::SmallVec<[HeldId; 4]>;
+
 /// A shaped window's SPEC 7 part: a state per aggregate, and the (key, id) of each record it holds.
 #[derive(Clone)]
 pub struct WindowExtra {
     pub states: Vec<State>,
-    pub held: Vec<HeldId>,
+    pub held: HeldIds,
 }
 
 impl WindowExtra {
     pub fn empty(aggregates: &[Aggregate]) -> Self {
-        WindowExtra { states: aggregates.iter().map(Aggregate::empty).collect(), held: Vec::new() }
+        WindowExtra { states: aggregates.iter().map(Aggregate::empty).collect(), held: HeldIds::new() }
     }
 }
 
