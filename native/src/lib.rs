@@ -801,10 +801,10 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: 
                 }
             }
             if let (true, Some(records)) = (sessions.shaped, state.records()) {
-                msgpack::array(out, records.weights.len());
-                for (index, (counts, id)) in records.weights.iter().zip(&records.ids).enumerate() {
+                msgpack::array(out, records.rows.len());
+                for (index, id) in records.ids.iter().enumerate() {
                     msgpack::array(out, 3);
-                    msgpack::boolean(out, *counts);
+                    msgpack::boolean(out, records.counts(index));
                     match id {
                         None => msgpack::nil(out),
                         Some(held) => held.with(|_, id| msgpack::str(out, id)),

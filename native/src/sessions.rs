@@ -14,7 +14,7 @@ use thin_vec::ThinVec;
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{with_aggregates, Aggregate, Derivation, HeldId, Row, State, Value};
+use crate::shapes::{with_aggregates, Aggregate, Derivation, HeldId, Row, State, Value, COUNTS};
 use smallvec::SmallVec;
 
 pub const NEVER: i64 = 1 << 62;
@@ -152,14 +152,13 @@ pub enum RecordValues<'a> {
 /// A shaped key's records' SPEC 7 data, in `spins` order: a field per vector, so a record costs no
 /// allocation of its own.
 pub struct ShapedRecords {
-    // Whether each record counts, packed: a session's count is summed over these bytes (one cache
-    // line for 64 records).
-    pub weights: Vec<bool>,
-    pub ids: Vec<Option<HeldId>>,
-    // The records' values: `derived`, each record's row (its values derived when needed); else the
-    // values themselves, flat (`stride` per record, one per aggregate of the store). A key of a
-    // deriving store keeps its values once a record comes with values given (from Python, or restored).
+    // Each record's row: whether it counts (`COUNTS`, summed over these 2 bytes a record for a
+    // session's count) and, `derived`, its type and which amounts it had, its values derived from
+    // these when needed; else (a key of a deriving store once a record came with values given, from
+    // Python or restored, or a store that does not derive) its values kept in `values`, flat
+    // (`stride` per record, one per aggregate of the store).
     pub rows: Vec<Row>,
+    pub ids: Vec<Option<HeldId>>,
     pub values: Vec<Option<Value>>,
     pub stride: usize,
     pub derived: bool,
@@ -168,14 +167,18 @@ pub struct ShapedRecords {
 impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
     pub fn with_capacity(stride: usize, records: usize, derived: bool) -> Self {
-        let (rows, values) = if derived { (records, 0) } else { (0, records * stride) };
-        ShapedRecords { weights: Vec::with_capacity(records), ids: Vec::with_capacity(records),
-                        rows: Vec::with_capacity(rows), values: Vec::with_capacity(values), stride, derived }
+        ShapedRecords { rows: Vec::with_capacity(records), ids: Vec::with_capacity(records),
+                        values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived }
     }
 
     /// Record `index`'s kept values (not `derived`).
     pub fn values_of(&self, index: usize) -> &[Option<Value>] {
         &self.values[index * self.stride..(index + 1) * self.stride]
+    }
+
+    /// Whether record `index` counts.
+    pub fn counts(&self, index: usize) -> bool {
+        self.rows[index] & COUNTS != 0
     }
 
     /// Record `index`'s values, derived or kept, to `each` in aggregate order.
@@ -196,7 +199,7 @@ impl ShapedRecords {
     /// A restored record's data (kept values).
     pub fn push(&mut self, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
         debug_assert!(!self.derived);
-        self.weights.push(counts);
+        self.rows.push(if counts { COUNTS } else { 0 });
         self.ids.push(id);
         self.values.extend(values.iter_mut().map(Option::take));
     }
@@ -204,20 +207,22 @@ impl ShapedRecords {
     /// Record `at`'s data; its spin is already `spins[at]`.
     fn insert(&mut self, at: usize, spins: &[Spin], counts: bool, id: Option<HeldId>, values: RecordValues,
               derivation: Option<&Derivation>) {
-        let end = at == self.weights.len();
-        if end {
-            self.weights.push(counts);
+        let row = match values {
+            RecordValues::Derived(row) => row,
+            RecordValues::Given(_) => 0,
+        } | if counts { COUNTS } else { 0 };
+        if self.derived && matches!(values, RecordValues::Given(_)) {
+            self.keep_values(spins, at, derivation.expect("a deriving store"));
+        }
+        if at == self.rows.len() {
+            self.rows.push(row);
             self.ids.push(id);
         } else {
-            self.weights.insert(at, counts);
+            self.rows.insert(at, row);
             self.ids.insert(at, id);
         }
         if self.derived {
-            if let RecordValues::Derived(row) = values {
-                if end { self.rows.push(row) } else { self.rows.insert(at, row) }
-                return;
-            }
-            self.keep_values(spins, at, derivation.expect("a deriving store"));
+            return;
         }
         let from = at * self.stride;
         match values {
@@ -231,24 +236,22 @@ impl ShapedRecords {
         }
     }
 
-    /// From now on, keep the records' values (all but the new record `new`'s, not yet here).
+    /// From now on, keep the records' values (those of the records here: not yet the new one at
+    /// `spins[new]`).
     #[inline(never)] // rare: a key of a deriving store that gets a record from Python
     fn keep_values(&mut self, spins: &[Spin], new: usize, derivation: &Derivation) {
-        let rows = std::mem::take(&mut self.rows);
         let spins = spins[..new].iter().chain(&spins[new + 1..]);
-        self.values.reserve((rows.len() + 1) * self.stride);
-        for (&row, spin) in rows.iter().zip(spins) {
+        self.values.reserve((self.rows.len() + 1) * self.stride);
+        for (&row, spin) in self.rows.iter().zip(spins) {
             self.values.extend((0..self.stride).map(|index| derivation.value(row, index, spin)));
         }
         self.derived = false;
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
-        self.weights.drain(first..stop);
+        self.rows.drain(first..stop);
         self.ids.drain(first..stop);
-        if self.derived {
-            self.rows.drain(first..stop);
-        } else {
+        if !self.derived {
             self.values.drain(first * self.stride..stop * self.stride);
         }
     }
@@ -264,8 +267,9 @@ impl KeySessions {
         self.shaped.as_deref()
     }
 
-    fn weights(&self) -> &[bool] {
-        self.shaped.as_ref().map_or(&[], |shaped| &shaped.weights)
+    /// Its records' rows (whether each counts), when shaped.
+    fn rows(&self) -> &[Row] {
+        self.shaped.as_ref().map_or(&[], |shaped| &shaped.rows)
     }
 
     fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
@@ -343,14 +347,15 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
 }
 
 /// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], weights: &[bool], rules: &SessionRules) -> Starts {
+pub fn weighted_sweep(spins: &[Spin], rows: &[Row], rules: &SessionRules) -> Starts {
+    let weight = |index: usize| (rows[index] & COUNTS != 0) as i64;
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let mut starts = Starts::first_only();
     let (mut start, mut end) = (spins[0].time, spins[0].time);
-    let mut count = weights[0] as i64;
+    let mut count = weight(0);
     for index in 1..spins.len() {
-        let (time, weight) = (spins[index].time, weights[index] as i64);
+        let (time, weight) = (spins[index].time, weight(index));
         if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
             starts.push(index);
             start = time;
@@ -367,7 +372,7 @@ fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> 
     if all_count || state.shaped.is_none() {
         (stop - first) as i64
     } else {
-        state.weights()[first..stop].iter().map(|&weight| weight as i64).sum()
+        state.rows()[first..stop].iter().map(|&row| (row & COUNTS != 0) as i64).sum()
     }
 }
 
@@ -939,6 +944,6 @@ fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
     if rules.all_count {
         sweep(&state.spins, rules, 0, &[], 0)
     } else {
-        weighted_sweep(&state.spins, state.weights(), rules)
+        weighted_sweep(&state.spins, state.rows(), rules)
     }
 }

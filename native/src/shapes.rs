@@ -175,11 +175,12 @@ pub enum Source {
     Channel { json: bool },
 }
 
-/// A record's type row (an index into `Derivation::rows`) and whether its stake and win fields were
-/// present (an absent or null amount is 0 to the totals, but nothing to an aggregate).
+/// A record's type row (an index into `Derivation::rows`), whether its stake and win fields were
+/// present (an absent or null amount is 0 to the totals, but nothing to an aggregate), and whether it counts.
 pub type Row = u16;
 pub const STAKE_PRESENT: Row = 1 << 8;
 pub const WIN_PRESENT: Row = 1 << 9;
+pub const COUNTS: Row = 1 << 10; // the record counts towards event_count and max_events (SPEC 7.1)
 
 /// Each type row's source per session aggregate (row 0: a record of no known type).
 pub struct Derivation {
