@@ -10,8 +10,8 @@ use std::cell::Cell;
 
 use compact_str::{CompactString, ToCompactString};
 
-use crate::output::{days_from_civil, json_string};
-use crate::shapes::{Derivation, Kind, Row, Source, Value, Values, STAKE_PRESENT, WIN_PRESENT};
+use crate::output::days_from_civil;
+use crate::shapes::{json_text, Derivation, Kind, Row, Source, Value, Values, STAKE_PRESENT, WIN_PRESENT};
 use crate::HashMap;
 
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
@@ -733,23 +733,6 @@ fn signed_amount(token: &Token) -> Option<i64> {
     }
 }
 
-/// `"text"`, built in line when short (no allocation, no check of what is known to be UTF-8).
-fn quoted(text: &str) -> CompactString {
-    let mut inline = [0u8; 24];
-    if text.len() + 2 <= inline.len() {
-        inline[0] = b'"';
-        inline[1..=text.len()].copy_from_slice(text.as_bytes());
-        inline[text.len() + 1] = b'"';
-        // SAFETY: a str between two ASCII quotes is UTF-8.
-        return unsafe { CompactString::from_utf8_unchecked(&inline[..text.len() + 2]) };
-    }
-    let mut long = CompactString::with_capacity(text.len() + 2);
-    long.push('"');
-    long.push_str(text);
-    long.push('"');
-    long
-}
-
 /// One present value for one aggregate (`read_aggregate_value`), or None: Python decides.
 fn aggregate_value(kind: Kind, token: &Token, negate: bool) -> Option<Value> {
     Some(match kind {
@@ -758,14 +741,7 @@ fn aggregate_value(kind: Kind, token: &Token, negate: bool) -> Option<Value> {
             Value::Int(if negate && kind == Kind::Sum { -micros } else { micros })
         }
         Kind::First | Kind::Last => Value::Text(match token {
-            // Borrowed: the string had no escapes, so it holds no '"', '\\' or control character
-            // (those fail decoding): its JSON text is itself in quotes.
-            Token::Str(Cow::Borrowed(value)) => quoted(value),
-            Token::Str(value) => {
-                let mut text = Vec::new();
-                json_string(&mut text, value);
-                CompactString::from_utf8(text).ok()?
-            }
+            Token::Str(value) => json_text(value), // its JSON text, as a derived value's
             Token::Number(number) if number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
                 CompactString::from(&**number) // as written
             }
