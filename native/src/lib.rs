@@ -402,7 +402,6 @@ impl Engine {
         (self.late_key.clone(), self.late_time, self.stream_time, self.late.clone())
     }
 
-    /// (key, record id) of the last DUPLICATE record.
     /// The duplicates `feed_text` or `feed_messages` went past since the last call, in input order:
     /// (line start, line end, lines read in its `feed_text` call up to that line, key, id), or
     /// (message index, the same, 0, key, id).
@@ -410,6 +409,7 @@ impl Engine {
         std::mem::take(&mut self.duplicates)
     }
 
+    /// (key, record id) of the last DUPLICATE record.
     fn duplicate(&self) -> (String, String) {
         (self.late_key.clone(), self.duplicate_id.clone())
     }

@@ -91,36 +91,26 @@ impl Aggregate {
     /// latest (of equal ones, the last to come).
     pub fn add(&self, state: &mut State, value: &Value, time: i64) {
         match (state, value) {
-            (State::Total(total), Value::Int(v)) => *total += *v as i128,
-            (State::Extreme(current), Value::Int(v)) => {
-                let v = *v as i128;
-                let better = match current {
-                    None => true,
-                    Some(c) => if self.kind == Kind::Min { v < *c } else { v > *c },
-                };
-                if better {
-                    *current = Some(v);
-                }
-            }
+            // first, last: the JSON text as read (a derived value's is made from its string)
             (State::Edge(current), Value::Text(text)) => {
-                let replace = match current {
-                    None => true,
-                    Some((at, _)) => if self.kind == Kind::First { time < *at } else { time >= *at },
-                };
-                if replace {
+                if self.replaces(current, time) {
                     *current = Some((time, text.clone()));
                 }
             }
-            (State::Distinct(seen), Value::Text(text)) => {
-                if let Err(at) = seen.binary_search(text) {
-                    seen.insert(at, text.clone());
-                }
-            }
-            _ => {} // a value of another kind cannot reach here: Python read it for this aggregate
+            (state, Value::Int(v)) => self.add_derived(state, Derived::Int(*v), time),
+            (state, Value::Text(text)) => self.add_derived(state, Derived::Text(text), time),
         }
     }
 
-    /// `add` of a derived value: a string is copied only when the state keeps it.
+    /// Whether a first or last value at `time` takes the place of the current one.
+    fn replaces(&self, current: &Option<(i64, CompactString)>, time: i64) -> bool {
+        match current {
+            None => true,
+            Some((at, _)) => if self.kind == Kind::First { time < *at } else { time >= *at },
+        }
+    }
+
+    /// `add` of a value borrowed (a derived one): a string is copied only when the state keeps it.
     pub fn add_derived(&self, state: &mut State, value: Derived, time: i64) {
         match (state, value) {
             (State::Total(total), Derived::Int(v)) => *total += v as i128,
@@ -134,16 +124,17 @@ impl Aggregate {
                     *current = Some(v);
                 }
             }
-            (State::Edge(current), Derived::Text(text)) => match current {
-                Some((at, _)) if if self.kind == Kind::First { time >= *at } else { time < *at } => {}
-                _ => *current = Some((time, json_text(text))),
-            },
+            (State::Edge(current), Derived::Text(text)) => {
+                if self.replaces(current, time) {
+                    *current = Some((time, json_text(text)));
+                }
+            }
             (State::Distinct(seen), Derived::Text(text)) => {
                 if let Err(at) = seen.binary_search_by(|held| held.as_str().cmp(text)) {
                     seen.insert(at, CompactString::from(text));
                 }
             }
-            _ => {} // a value of another kind: a source is chosen per kind (`derive_sessions`)
+            _ => {} // a value of another kind cannot reach here: it is read (or derived) per kind
         }
     }
 

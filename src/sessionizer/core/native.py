@@ -149,17 +149,20 @@ class NativePartition:
         while True:
             begin, at, lines, outcome, duplicates = engine.feed_text(text, at, stop)
             if duplicates:  # copies the engine went past: their dead letters first, as they came first
-                self._duplicates_in_text(text, label, line)
+                self._passed_duplicates(lambda begin, end, lines: (replay_record(bytes(text[begin:end])),
+                                                                   (label, line + lines - 1)))
             line += lines
             if not outcome:
                 return line - first_line
             self._follow_up(outcome, replay_record(bytes(text[begin:at])), (label, line - 1), None)
 
-    def _duplicates_in_text(self, text: bytes | bytearray, label: str, line: int) -> None:
+    def _passed_duplicates(self, record_of: Callable[[int, int, int], tuple[bytes, Any]]) -> None:
+        """The dead letters of the duplicates the engine went past; `record_of(at, end, lines)` gives
+        each one's (raw record, source) from where `take_duplicates` says it is."""
         path = self.spec.fields.id
-        for begin, end, lines, key, record_id in self._engine.take_duplicates():
-            self._dead_letter("duplicate", duplicate_detail(path, record_id), None, replay_record(bytes(text[begin:end])),
-                              (label, line + lines - 1), key)
+        for at, end, lines, key, record_id in self._engine.take_duplicates():
+            raw, source = record_of(at, end, lines)
+            self._dead_letter("duplicate", duplicate_detail(path, record_id), None, raw, source, key)
 
     def feed_messages(self, messages: list[Any], start: int, partition: int, next_offset: int,
                       with_timestamp: bool) -> tuple[int, int, int]:
@@ -169,10 +172,7 @@ class NativePartition:
                                                                                  next_offset, with_timestamp)
             fed += count
             if duplicates:  # copies the engine went past: their dead letters first, as they came first
-                path = self.spec.fields.id
-                for index, _, _, key, record_id in engine.take_duplicates():
-                    self._dead_letter("duplicate", duplicate_detail(path, record_id), None, messages[index].value(),
-                                      messages[index], key)
+                self._passed_duplicates(lambda index, _end, _lines: (messages[index].value(), messages[index]))
             if not outcome:
                 return stop, next_offset, fed
             message = messages[stop]  # fed, and it needs Python: a wrong record, or a late one
