@@ -14,7 +14,7 @@ use thin_vec::ThinVec;
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{with_aggregates, Aggregate, Derivation, HeldId, Row, State, Value, COUNTS};
+use crate::shapes::{with_aggregates, Aggregate, Derivation, Derived, HeldId, Kind, Row, State, Value, COUNTS};
 use smallvec::SmallVec;
 
 pub const NEVER: i64 = 1 << 62;
@@ -376,6 +376,17 @@ fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> 
     }
 }
 
+/// `counting`, as far as comparing it (or it plus one) with max_events goes: the number of records
+/// while even all of them and one more stay below the cap (no pass over their rows per record).
+fn cap_count(rules: &SessionRules, state: &KeySessions, first: usize, stop: usize) -> i64 {
+    let records = (stop - first) as i64;
+    if rules.max_events.is_none_or(|max| records + 1 < max) {
+        records
+    } else {
+        counting(rules.all_count, state, first, stop)
+    }
+}
+
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
 pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Starts {
     let max_events = rules.max_events.unwrap_or(NEVER);
@@ -576,7 +587,7 @@ impl SessionStore {
                 let last = last.time;
                 if time >= last {
                     let first = *state.starts.last().unwrap();
-                    let count = counting(rules.all_count, state, first, state.spins.len());
+                    let count = cap_count(&rules, state, first, state.spins.len());
                     let cut = (weight == 1 && count >= self.max_events) || time - last > rules.gap
                         || time - state.spins[first].time > self.max_duration;
                     let due = rules.close_at(time, if cut { weight } else { count + weight });
@@ -598,7 +609,7 @@ impl SessionStore {
                     // Strictly inside a session that stays within max_events, a record moves no cut
                     // (no gap grows, no start moves, no count passes the cap before the session's
                     // end): the later starts shift by one, with no sweep (as `insert_out_of_order`).
-                    let shift = inside && (weight == 0 || counting(rules.all_count, state, state.starts[keep],
+                    let shift = inside && (weight == 0 || cap_count(&rules, state, state.starts[keep],
                         state.starts.get(keep + 1).copied().unwrap_or(state.spins.len())) < self.max_events);
                     state.insert_shaped(at, spin, counts, id, values, self.derivation.as_ref());
                     let old_starts = std::mem::take(&mut state.starts);
@@ -606,7 +617,7 @@ impl SessionStore {
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
                     let first = state.starts[session];
                     let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
-                    if rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)) <= now {
+                    if rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)) <= now {
                         state.remove_shaped(at);
                         state.starts = old_starts;
                         return false;
@@ -726,7 +737,7 @@ impl SessionStore {
             .sessions()
             .into_iter()
             .filter(|&(first, stop)| {
-                rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)) <= now
+                rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)) <= now
             })
             .collect();
         if !closing.is_empty() {
@@ -823,10 +834,33 @@ impl SessionStore {
                 let derivation = self.derivation.as_ref().expect("a deriving store");
                 let (spins, rows) = (&state.spins[first..stop], &records.rows[first..stop]);
                 for (index, (aggregate, state)) in self.aggregates.iter().zip(states.iter_mut()).enumerate() {
-                    for (spin, &row) in spins.iter().zip(rows) {
-                        if let Some(value) = derivation.derive(row, index, spin) {
-                            aggregate.add_derived(state, value, spin.time);
+                    let mut derived = spins.iter().zip(rows).filter_map(|record| timed_value(derivation, index, record));
+                    match aggregate.kind {
+                        // The records are in sweep order (event time, then arrival): first is the
+                        // first value, last the last, with no need to look at the others.
+                        Kind::First | Kind::Last => {
+                            let edge = if aggregate.kind == Kind::First { derived.next() } else {
+                                spins.iter().zip(rows).rev().find_map(|record| timed_value(derivation, index, record))
+                            };
+                            if let Some((time, value)) = edge {
+                                aggregate.add_derived(state, value, time);
+                            }
                         }
+                        // A record mostly has its previous one's (game, channel), shared: the very
+                        // same text (same address) is already counted, with no search of the set.
+                        Kind::CountDistinct => {
+                            let mut previous: Option<*const str> = None;
+                            for (time, value) in derived {
+                                if let Derived::Text(text) = value {
+                                    if previous == Some(text as *const str) {
+                                        continue;
+                                    }
+                                    previous = Some(text as *const str);
+                                }
+                                aggregate.add_derived(state, value, time);
+                            }
+                        }
+                        _ => derived.for_each(|(time, value)| aggregate.add_derived(state, value, time)),
                     }
                 }
             } else {
@@ -914,12 +948,12 @@ fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, 
 fn close_time(rules: &SessionRules, state: &KeySessions) -> i64 {
     if state.starts.len() == 1 {
         let count = state.spins.len();
-        return rules.close_at(state.spins[count - 1].time, counting(rules.all_count, state, 0, count));
+        return rules.close_at(state.spins[count - 1].time, cap_count(&rules, state, 0, count));
     }
     state
         .sessions()
         .into_iter()
-        .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, counting(rules.all_count, state, first, stop)))
+        .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)))
         .min()
         .unwrap()
 }
@@ -946,4 +980,9 @@ fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
     } else {
         weighted_sweep(&state.spins, state.rows(), rules)
     }
+}
+
+/// A record's (event time, derived value) for aggregate `index`, if it has one.
+fn timed_value<'a>(derivation: &Derivation, index: usize, (spin, &row): (&'a Spin, &Row)) -> Option<(i64, Derived<'a>)> {
+    Some((spin.time, derivation.derive(row, index, spin)?))
 }
