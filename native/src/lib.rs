@@ -801,8 +801,8 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: 
                 }
             }
             if let (true, Some(records)) = (sessions.shaped, state.records()) {
-                msgpack::array(out, records.rows.len());
-                for (index, id) in records.ids.iter().enumerate() {
+                msgpack::array(out, records.len());
+                for (index, id) in records.records.iter().map(|record| &record.id).enumerate() {
                     msgpack::array(out, 3);
                     msgpack::boolean(out, records.counts(index));
                     match id {

@@ -149,16 +149,21 @@ pub enum RecordValues<'a> {
     Derived(Row),                   // the store derives them from the record's row and spin (`Derivation`)
 }
 
-/// A shaped key's records' SPEC 7 data, in `spins` order: a field per vector, so a record costs no
-/// allocation of its own.
+/// One record's row and id, side by side: a record's own SPEC 7 data.
+pub struct ShapedRecord {
+    // Whether it counts (`COUNTS`) and, `derived`, its type and which amounts it had, its values
+    // derived from these when needed.
+    pub row: Row,
+    pub id: Option<HeldId>,
+}
+
+/// A shaped key's records' SPEC 7 data, in `spins` order, so a record costs no allocation of its
+/// own: each record's row and id in one vector (one cache line to reach for both, one vector to
+/// grow); and unless `derived` (a key of a deriving store once a record came with values given, from
+/// Python or restored, or a store that does not derive) its values kept in `values`, flat (`stride`
+/// per record, one per aggregate of the store).
 pub struct ShapedRecords {
-    // Each record's row: whether it counts (`COUNTS`, summed over these 2 bytes a record for a
-    // session's count) and, `derived`, its type and which amounts it had, its values derived from
-    // these when needed; else (a key of a deriving store once a record came with values given, from
-    // Python or restored, or a store that does not derive) its values kept in `values`, flat
-    // (`stride` per record, one per aggregate of the store).
-    pub rows: Vec<Row>,
-    pub ids: Vec<Option<HeldId>>,
+    pub records: Vec<ShapedRecord>,
     pub values: Vec<Option<Value>>,
     pub stride: usize,
     pub derived: bool,
@@ -167,7 +172,7 @@ pub struct ShapedRecords {
 impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
     pub fn with_capacity(stride: usize, records: usize, derived: bool) -> Self {
-        ShapedRecords { rows: Vec::with_capacity(records), ids: Vec::with_capacity(records),
+        ShapedRecords { records: Vec::with_capacity(records),
                         values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived }
     }
 
@@ -178,7 +183,11 @@ impl ShapedRecords {
 
     /// Whether record `index` counts.
     pub fn counts(&self, index: usize) -> bool {
-        self.rows[index] & COUNTS != 0
+        self.records[index].row & COUNTS != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
     /// Record `index`'s values, derived or kept, to `each` in aggregate order.
@@ -187,7 +196,7 @@ impl ShapedRecords {
         if self.derived {
             let derivation = derivation.expect("a deriving store");
             for aggregate in 0..self.stride {
-                each(aggregate, derivation.value(self.rows[index], aggregate, spin).as_ref());
+                each(aggregate, derivation.value(self.records[index].row, aggregate, spin).as_ref());
             }
         } else {
             for (aggregate, value) in self.values_of(index).iter().enumerate() {
@@ -199,8 +208,7 @@ impl ShapedRecords {
     /// A restored record's data (kept values).
     pub fn push(&mut self, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
         debug_assert!(!self.derived);
-        self.rows.push(if counts { COUNTS } else { 0 });
-        self.ids.push(id);
+        self.records.push(ShapedRecord { row: if counts { COUNTS } else { 0 }, id });
         self.values.extend(values.iter_mut().map(Option::take));
     }
 
@@ -214,12 +222,10 @@ impl ShapedRecords {
         if self.derived && matches!(values, RecordValues::Given(_)) {
             self.keep_values(spins, at, derivation.expect("a deriving store"));
         }
-        if at == self.rows.len() {
-            self.rows.push(row);
-            self.ids.push(id);
+        if at == self.records.len() {
+            self.records.push(ShapedRecord { row, id });
         } else {
-            self.rows.insert(at, row);
-            self.ids.insert(at, id);
+            self.records.insert(at, ShapedRecord { row, id });
         }
         if self.derived {
             return;
@@ -241,16 +247,16 @@ impl ShapedRecords {
     #[inline(never)] // rare: a key of a deriving store that gets a record from Python
     fn keep_values(&mut self, spins: &[Spin], new: usize, derivation: &Derivation) {
         let spins = spins[..new].iter().chain(&spins[new + 1..]);
-        self.values.reserve((self.rows.len() + 1) * self.stride);
-        for (&row, spin) in self.rows.iter().zip(spins) {
-            self.values.extend((0..self.stride).map(|index| derivation.value(row, index, spin)));
+        let ShapedRecords { records, values, stride, .. } = self;
+        values.reserve((records.len() + 1) * *stride);
+        for (record, spin) in records.iter().zip(spins) {
+            values.extend((0..*stride).map(|index| derivation.value(record.row, index, spin)));
         }
         self.derived = false;
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
-        self.rows.drain(first..stop);
-        self.ids.drain(first..stop);
+        self.records.drain(first..stop);
         if !self.derived {
             self.values.drain(first * self.stride..stop * self.stride);
         }
@@ -267,9 +273,9 @@ impl KeySessions {
         self.shaped.as_deref()
     }
 
-    /// Its records' rows (whether each counts), when shaped.
-    fn rows(&self) -> &[Row] {
-        self.shaped.as_ref().map_or(&[], |shaped| &shaped.rows)
+    /// Its records' rows and ids, when shaped.
+    fn shaped_records(&self) -> &[ShapedRecord] {
+        self.shaped.as_ref().map_or(&[], |shaped| &shaped.records)
     }
 
     fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
@@ -347,8 +353,8 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
 }
 
 /// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], rows: &[Row], rules: &SessionRules) -> Starts {
-    let weight = |index: usize| (rows[index] & COUNTS != 0) as i64;
+pub fn weighted_sweep(spins: &[Spin], records: &[ShapedRecord], rules: &SessionRules) -> Starts {
+    let weight = |index: usize| (records[index].row & COUNTS != 0) as i64;
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
     let mut starts = Starts::first_only();
@@ -372,7 +378,7 @@ fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> 
     if all_count || state.shaped.is_none() {
         (stop - first) as i64
     } else {
-        state.rows()[first..stop].iter().map(|&row| (row & COUNTS != 0) as i64).sum()
+        state.shaped_records()[first..stop].iter().map(|record| (record.row & COUNTS != 0) as i64).sum()
     }
 }
 
@@ -832,15 +838,15 @@ impl SessionStore {
             if records.derived {
                 // An aggregate at a time: its kind the same through the inner loop, which branches alike.
                 let derivation = self.derivation.as_ref().expect("a deriving store");
-                let (spins, rows) = (&state.spins[first..stop], &records.rows[first..stop]);
+                let (spins, shaped) = (&state.spins[first..stop], &records.records[first..stop]);
                 for (index, (aggregate, state)) in self.aggregates.iter().zip(states.iter_mut()).enumerate() {
-                    let mut derived = spins.iter().zip(rows).filter_map(|record| timed_value(derivation, index, record));
+                    let mut derived = spins.iter().zip(shaped).filter_map(|record| timed_value(derivation, index, record));
                     match aggregate.kind {
                         // The records are in sweep order (event time, then arrival): first is the
                         // first value, last the last, with no need to look at the others.
                         Kind::First | Kind::Last => {
                             let edge = if aggregate.kind == Kind::First { derived.next() } else {
-                                spins.iter().zip(rows).rev().find_map(|record| timed_value(derivation, index, record))
+                                spins.iter().zip(shaped).rev().find_map(|record| timed_value(derivation, index, record))
                             };
                             if let Some((time, value)) = edge {
                                 aggregate.add_derived(state, value, time);
@@ -978,11 +984,11 @@ fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
     if rules.all_count {
         sweep(&state.spins, rules, 0, &[], 0)
     } else {
-        weighted_sweep(&state.spins, state.rows(), rules)
+        weighted_sweep(&state.spins, state.shaped_records(), rules)
     }
 }
 
 /// A record's (event time, derived value) for aggregate `index`, if it has one.
-fn timed_value<'a>(derivation: &Derivation, index: usize, (spin, &row): (&'a Spin, &Row)) -> Option<(i64, Derived<'a>)> {
-    Some((spin.time, derivation.derive(row, index, spin)?))
+fn timed_value<'a>(derivation: &Derivation, index: usize, (spin, record): (&'a Spin, &ShapedRecord)) -> Option<(i64, Derived<'a>)> {
+    Some((spin.time, derivation.derive(record.row, index, spin)?))
 }
