@@ -352,17 +352,23 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
     spins.push(spin);
 }
 
-/// The sweep when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], records: &[ShapedRecord], rules: &SessionRules) -> Starts {
+/// `sweep` when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
+pub fn weighted_sweep(spins: &[Spin], records: &[ShapedRecord], rules: &SessionRules, begin: usize, known: &[usize],
+                      shift: usize) -> Starts {
     let weight = |index: usize| (records[index].row & COUNTS != 0) as i64;
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
-    let mut starts = Starts::first_only();
-    let (mut start, mut end) = (spins[0].time, spins[0].time);
-    let mut count = weight(0);
-    for index in 1..spins.len() {
+    let mut starts = Starts::from_slice(&[begin]);
+    let (mut start, mut end) = (spins[begin].time, spins[begin].time);
+    let mut count = weight(begin);
+    for index in begin + 1..spins.len() {
         let (time, weight) = (spins[index].time, weight(index));
         if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
+            // A cut where the earlier sweep had one: from here on the same records, the same cuts.
+            if index >= shift && known.binary_search(&(index - shift)).is_ok() {
+                starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
+                return starts;
+            }
             starts.push(index);
             start = time;
             count = 0;
@@ -619,7 +625,13 @@ impl SessionStore {
                         state.starts.get(keep + 1).copied().unwrap_or(state.spins.len())) < self.max_events);
                     state.insert_shaped(at, spin, counts, id, values, self.derivation.as_ref());
                     let old_starts = std::mem::take(&mut state.starts);
-                    state.starts = if shift { shifted(&old_starts, keep) } else { resweep(&rules, state) };
+                    state.starts = if shift {
+                        shifted(&old_starts, keep)
+                    } else { // the sessions before this record's stay; from its session on, as far as cuts move
+                        let mut starts = Starts::from_slice(&old_starts[..keep]);
+                        starts.extend(sweep_from(&rules, state, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
+                        starts.compact()
+                    };
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
                     let first = state.starts[session];
                     let stop = if session + 1 < state.starts.len() { state.starts[session + 1] } else { state.spins.len() };
@@ -981,10 +993,15 @@ fn shifted(starts: &[usize], keep: usize) -> Starts {
 
 /// A shaped key's session starts, from scratch (as the Python core's `_resweep`).
 fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
+    sweep_from(rules, state, 0, &[], 0)
+}
+
+/// `sweep` (or `weighted_sweep`, when some records do not count) of a key's records from `begin`.
+fn sweep_from(rules: &SessionRules, state: &KeySessions, begin: usize, known: &[usize], shift: usize) -> Starts {
     if rules.all_count {
-        sweep(&state.spins, rules, 0, &[], 0)
+        sweep(&state.spins, rules, begin, known, shift)
     } else {
-        weighted_sweep(&state.spins, state.shaped_records(), rules)
+        weighted_sweep(&state.spins, state.shaped_records(), rules, begin, known, shift)
     }
 }
 
