@@ -29,6 +29,7 @@ import os
 from collections import Counter
 from decimal import Decimal
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -50,6 +51,7 @@ CONFIG = HERE / "replay-bench.toml"
 WALLET = HERE / "data" / "wallet-370k.jsonl"
 WALLET_ARGUMENTS = ["--shape", "wallet", "--events", "370000", "--delayed-share", "0.2", "--max-delay-ms", "20000",
                     "--duplicate-share", "0.01"]
+HOT = HERE / "data" / "wallet-hot-150k.jsonl"  # harsh: one player's bets and wins, 10 minutes of them
 RESULTS = HERE / "results"
 REPEAT = int(os.environ.get("BENCH_REPEAT", "7"))
 SHAPES_REPEAT = 2 * REPEAT
@@ -127,6 +129,8 @@ def main() -> None:
         result["streams"][name] = {**stream_facts(path), **bench_stream(name, path)}
     generate(WALLET, WALLET_ARGUMENTS)
     result["shapes"] = bench_shapes(WALLET)
+    generate_hot(HOT)
+    result["shapes"]["hot"] = bench_hot(HOT)
     # Compared only once every process is measured: a child's peak RSS (wait4) starts from what this
     # process holds when it forks, and the comparison holds every record in memory.
     for name in STREAMS:
@@ -207,6 +211,49 @@ def bench_shapes(data: Path) -> dict:
     return result
 
 
+def generate_hot(path: Path) -> None:
+    """A harsh wallet feed: one player ("hot"), a bet every 6 ms for 10 minutes and a win after half of
+    them (150,021 records), a fifth sent up to 20 s late, each with its own id. Every record lands in
+    the same key's open sessions, cut by max_events every 200 bets, and a late one moves the cuts."""
+    if path.exists():
+        return
+    chance = random.Random(7)
+    start = 1_793_642_400_000  # 2026-11-02 18:00 UTC
+    records = []
+    for index in range(100_000):
+        at = start + index * 6
+        for kind, suffix, offset in (("BET", "b", 0), ("WIN", "w", 1)):
+            if kind == "WIN" and chance.random() < 0.5:
+                continue
+            arrives = at + offset + (chance.randint(1, 20_000) if chance.random() < 0.2 else 0)
+            records.append((arrives, at + offset, kind, f"hot-{index}-{suffix}"))
+    records.sort()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with partial.open("w") as out:
+        for _, at, kind, record_id in records:
+            ts = datetime.fromtimestamp(at / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at % 1000:03d}Z"
+            out.write(json.dumps({"type": kind, "playerId": "hot", "ts": ts, "txId": record_id, "amount": "0.50",
+                                  "currency": "EUR", "game": "mega-moolah", "channel": "web"},
+                                 separators=(",", ":")) + "\n")
+    partial.replace(path)
+
+
+def bench_hot(data: Path) -> dict:
+    """The harsh feed, plain and shaped, alternating (every other round reversed)."""
+    runs: dict[str, list[float]] = {"plain": [], "shaped": []}
+    for round_no in range(REPEAT):
+        for name in (list(runs) if round_no % 2 == 0 else list(runs)[::-1]):
+            runs[name].append(measure([str(BIN / "sessionizer"), "replay", "--no-progress", "--config",
+                                       str(HERE / f"wallet-{name}.toml"), "--output-dir",
+                                       str(RESULTS / f"wallet-hot-out-{name}"), str(data)])[0])
+        print(f"hot round {round_no + 1}: " + ", ".join(f"{name} {times[-1]:.2f} s" for name, times in runs.items()),
+              file=sys.stderr)
+    return {"records": sum(1 for _ in data.open("rb")),
+            **{name: round(statistics.median(times), 3) for name, times in runs.items()},
+            "ratio": round(statistics.median(s / p for s, p in zip(runs["shaped"], runs["plain"])), 2)}
+
+
 def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
     """What each job executes in valgrind's callgrind, with its cache and branch simulation: the same
     counts on every run, however busy the machine. For plain and shaped (run side by side: a count is
@@ -269,6 +316,12 @@ def write_shapes_section(r: dict) -> None:
         "per copy), the four aggregates the rest (over the very fields each type reads its win and game from, "
         "so their values are derived from what the session keeps when it closes, not kept per record). "
         f"Goal (issue 13): at most 1.25x; {'met' if s['ratio'] <= 1.25 else 'not met'}.",
+        *([] if "hot" not in s else [
+            "",
+            f"Harsh input (bench/data/wallet-hot-150k.jsonl: one player, {s['hot']['records']:,} bets and wins in 10 "
+            "minutes, a fifth up to 20 s late, so that every record goes to one key's open sessions and a late "
+            f"one moves their max_events cuts): plain {s['hot']['plain']:.2f} s, shaped {s['hot']['shaped']:.2f} s, "
+            f"**{s['hot']['ratio']:.2f}x** (median of {r['repeat']} rounds, every other one reversed)."]),
         *([] if not s.get("instructions") else [
             "",
             f"In valgrind's callgrind (one run each, with its cache and branch simulation: counts that do not "
@@ -276,7 +329,8 @@ def write_shapes_section(r: dict) -> None:
             f"{c['plain']['Ir'] / 1e9:.2f} G, shaped {c['shaped']['Ir'] / 1e9:.2f} G, **{ratio('Ir'):.2f}x**. Wall "
             f"time grows more than that: the shaped job also misses the first-level instruction cache "
             f"{ratio('I1mr'):.2f}x as often (more code runs per record: {c['plain']['I1mr'] / 1e6:.1f} M against "
-            f"{c['shaped']['I1mr'] / 1e6:.1f} M), the first-level data cache {ratio('D1m'):.2f}x "
+            f"{c['shaped']['I1mr'] / 1e6:.1f} M; a count that also moves with where the linker puts the code, from "
+            f"one build to another), the first-level data cache {ratio('D1m'):.2f}x "
             f"({c['plain']['D1m'] / 1e6:.1f} M against {c['shaped']['D1m'] / 1e6:.1f} M) and mispredicts branches {ratio('Bm'):.2f}x "
             f"({c['plain']['Bm'] / 1e6:.1f} M against {c['shaped']['Bm'] / 1e6:.1f} M)."]),
         "<!-- shapes-bench:end -->",
