@@ -352,33 +352,6 @@ fn push_spin(spins: &mut Vec<Spin>, spin: Spin) {
     spins.push(spin);
 }
 
-/// `sweep` when some records do not count (SPEC 7.1): only a counting record is cut by max_events.
-pub fn weighted_sweep(spins: &[Spin], records: &[ShapedRecord], rules: &SessionRules, begin: usize, known: &[usize],
-                      shift: usize) -> Starts {
-    let weight = |index: usize| (records[index].row & COUNTS != 0) as i64;
-    let max_events = rules.max_events.unwrap_or(NEVER);
-    let max_duration = rules.max_duration.unwrap_or(NEVER);
-    let mut starts = Starts::from_slice(&[begin]);
-    let (mut start, mut end) = (spins[begin].time, spins[begin].time);
-    let mut count = weight(begin);
-    for index in begin + 1..spins.len() {
-        let (time, weight) = (spins[index].time, weight(index));
-        if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
-            // A cut where the earlier sweep had one: from here on the same records, the same cuts.
-            if index >= shift && known.binary_search(&(index - shift)).is_ok() {
-                starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
-                return starts;
-            }
-            starts.push(index);
-            start = time;
-            count = 0;
-        }
-        end = time;
-        count += weight;
-    }
-    starts
-}
-
 /// The records of [first, stop) that count towards event_count and max_events.
 fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> i64 {
     if all_count || state.shaped.is_none() {
@@ -401,15 +374,22 @@ fn cap_count(rules: &SessionRules, state: &KeySessions, first: usize, stop: usiz
 
 /// Session start indexes from `begin`; `known` (sorted) are an earlier sweep's starts, `shift` back.
 pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize) -> Starts {
+    weighted_sweep(spins, rules, begin, known, shift, |_| 1)
+}
+
+/// `sweep` when some records may not count (SPEC 7.1): `weight(index)` is 1 for a record that counts,
+/// 0 for one that does not; only a counting record is cut by max_events.
+fn weighted_sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize], shift: usize,
+                  weight: impl Fn(usize) -> i64) -> Starts {
     let max_events = rules.max_events.unwrap_or(NEVER);
     let max_duration = rules.max_duration.unwrap_or(NEVER);
-    let gap = rules.gap;
     let mut starts = Starts::from_slice(&[begin]);
     let (mut start, mut end) = (spins[begin].time, spins[begin].time);
-    let mut count: i64 = 1;
+    let mut count = weight(begin);
     for index in begin + 1..spins.len() {
-        let time = spins[index].time;
-        if count >= max_events || time - end > gap || time - start > max_duration {
+        let (time, weight) = (spins[index].time, weight(index));
+        if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
+            // A cut where the earlier sweep had one: from here on the same records, the same cuts.
             if index >= shift && known.binary_search(&(index - shift)).is_ok() {
                 starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
                 return starts;
@@ -419,7 +399,7 @@ pub fn sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[usize]
             count = 0;
         }
         end = time;
-        count += 1;
+        count += weight;
     }
     starts
 }
@@ -627,10 +607,8 @@ impl SessionStore {
                     let old_starts = std::mem::take(&mut state.starts);
                     state.starts = if shift {
                         shifted(&old_starts, keep)
-                    } else { // the sessions before this record's stay; from its session on, as far as cuts move
-                        let mut starts = Starts::from_slice(&old_starts[..keep]);
-                        starts.extend(sweep_from(&rules, state, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
-                        starts.compact()
+                    } else {
+                        sweep_after_insert(&rules, state, &old_starts, keep)
                     };
                     let session = state.starts.partition_point(|&s| s <= at) - 1;
                     let first = state.starts[session];
@@ -661,9 +639,7 @@ impl SessionStore {
         if inside && ((stop - old_starts[keep]) as i64) < max_events {
             state.starts = shifted(&old_starts, keep);
         } else {
-            let mut starts = Starts::from_slice(&old_starts[..keep]);
-            starts.extend(sweep(&state.spins, &rules, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
-            state.starts = starts;
+            state.starts = sweep_after_insert(&rules, state, &old_starts, keep);
         }
         let session = state.starts.partition_point(|&s| s <= at) - 1;
         let first = state.starts[session];
@@ -996,12 +972,21 @@ fn resweep(rules: &SessionRules, state: &KeySessions) -> Starts {
     sweep_from(rules, state, 0, &[], 0)
 }
 
-/// `sweep` (or `weighted_sweep`, when some records do not count) of a key's records from `begin`.
+/// The starts after a record went in (one more record than `old_starts` knew) inside session `keep`:
+/// the sessions before it stay; from it on, swept as far as cuts move.
+fn sweep_after_insert(rules: &SessionRules, state: &KeySessions, old_starts: &[usize], keep: usize) -> Starts {
+    let mut starts = Starts::from_slice(&old_starts[..keep]);
+    starts.extend(sweep_from(rules, state, old_starts[keep], &old_starts[keep + 1..], 1).iter().copied());
+    starts.compact()
+}
+
+/// `sweep` of a key's records from `begin`, only counting records counted when some do not (as `counting`).
 fn sweep_from(rules: &SessionRules, state: &KeySessions, begin: usize, known: &[usize], shift: usize) -> Starts {
-    if rules.all_count {
+    if rules.all_count || state.shaped.is_none() {
         sweep(&state.spins, rules, begin, known, shift)
     } else {
-        weighted_sweep(&state.spins, state.shaped_records(), rules, begin, known, shift)
+        let records = state.shaped_records();
+        weighted_sweep(&state.spins, rules, begin, known, shift, |index| (records[index].row & COUNTS != 0) as i64)
     }
 }
 
