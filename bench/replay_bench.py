@@ -177,6 +177,16 @@ def bench_stream(name: str, data: Path) -> dict:
     }
 
 
+def wallet_replay(name: str, data: Path, out_dir: Path) -> list[str]:
+    """`sessionizer replay` of bench/wallet-<name>.toml over `data` (its arguments after the program)."""
+    return ["replay", "--no-progress", "--config", str(HERE / f"wallet-{name}.toml"), "--output-dir", str(out_dir), str(data)]
+
+
+def round_order(names: list[str], round_no: int) -> list[str]:
+    """The jobs of a round, every other round in the reverse order: none always runs right after another."""
+    return names if round_no % 2 == 0 else names[::-1]
+
+
 def bench_shapes(data: Path) -> dict:
     """The wallet feed, plain and shaped, in alternating rounds: every other round runs the jobs in
     the reverse order, so that none always runs right after another (on this shared machine a job's
@@ -184,11 +194,9 @@ def bench_shapes(data: Path) -> dict:
     replay streams' (the jobs are short)."""
     runs: dict[str, list[tuple[float, int, float]]] = {"plain": [], "shaped": [], "types": [], "id": []}
     for round_no in range(SHAPES_REPEAT):
-        order = list(runs) if round_no % 2 == 0 else list(runs)[::-1]
-        for name in order:
-            out_dir = RESULTS / f"wallet-out-{name}"
-            runs[name].append(measure_usage([str(BIN / "sessionizer"), "replay", "--no-progress", "--config",
-                                             str(HERE / f"wallet-{name}.toml"), "--output-dir", str(out_dir), str(data)]))
+        for name in round_order(list(runs), round_no):
+            runs[name].append(measure_usage([str(BIN / "sessionizer"),
+                                             *wallet_replay(name, data, RESULTS / f"wallet-out-{name}")]))
         print(f"shapes round {round_no + 1}: " + ", ".join(f"{name} {times[-1][0]:.2f} s" for name, times in runs.items()),
               file=sys.stderr)
     records = sum(1 for _ in data.open("rb"))
@@ -243,10 +251,9 @@ def bench_hot(data: Path) -> dict:
     """The harsh feed, plain and shaped, alternating (every other round reversed)."""
     runs: dict[str, list[float]] = {"plain": [], "shaped": []}
     for round_no in range(REPEAT):
-        for name in (list(runs) if round_no % 2 == 0 else list(runs)[::-1]):
-            runs[name].append(measure([str(BIN / "sessionizer"), "replay", "--no-progress", "--config",
-                                       str(HERE / f"wallet-{name}.toml"), "--output-dir",
-                                       str(RESULTS / f"wallet-hot-out-{name}"), str(data)])[0])
+        for name in round_order(list(runs), round_no):
+            runs[name].append(measure([str(BIN / "sessionizer"),
+                                       *wallet_replay(name, data, RESULTS / f"wallet-hot-out-{name}")])[0])
         print(f"hot round {round_no + 1}: " + ", ".join(f"{name} {times[-1]:.2f} s" for name, times in runs.items()),
               file=sys.stderr)
     return {"records": sum(1 for _ in data.open("rb")),
@@ -268,8 +275,7 @@ def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
         out_file = RESULTS / f"callgrind-{name}.out"
         running[name] = (out_file, subprocess.Popen(
             [valgrind, "--tool=callgrind", "--cache-sim=yes", "--branch-sim=yes", f"--callgrind-out-file={out_file}",
-             sys.executable, "-m", "sessionizer", "replay", "--no-progress", "--config", str(HERE / f"wallet-{name}.toml"),
-             "--output-dir", str(RESULTS / f"wallet-out-{name}-callgrind"), str(data)],
+             sys.executable, "-m", "sessionizer", *wallet_replay(name, data, RESULTS / f"wallet-out-{name}-callgrind")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     counts = {}
     for name, (out_file, process) in running.items():
