@@ -263,6 +263,11 @@ impl Fields {
         self.shape.is_some()
     }
 
+    /// Whether records have an id (SPEC 7.2).
+    pub fn has_id(&self) -> bool {
+        self.shape.as_ref().is_some_and(|shape| shape.id.is_some())
+    }
+
     /// The sources of the first `count` aggregates (the sessions') for every type row, when each is
     /// a copy of the type's stake, win, game_code or channel, or a count (see `Source`); then the
     /// decoder stops reading their values, and records carry their row instead. None otherwise.

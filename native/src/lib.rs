@@ -32,7 +32,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
 use sessions::{Key, RecordValues, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
-use shapes::{Aggregate, IdRegistry, Ids, Kind, Row, Value, Values};
+use shapes::{Aggregate, HeldId, IdRegistry, Ids, Kind, Row, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -70,6 +70,7 @@ pub struct Engine {
     // return to Python per copy (each found the interpreter's code and data cold: 9 us a copy).
     duplicates: Vec<(usize, usize, usize, String, String)>,
     ids: Ids,
+    has_id: bool, // records have an id: the registry follows stream time
 }
 
 /// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
@@ -166,17 +167,22 @@ impl Engine {
             None => self.sessions.as_ref().map_or(0, |sessions| sessions.aggregates.len()),
         };
         let mut at = sessions_take;
+        let slot = held.as_ref().map(HeldId::slot);
+        let mut until = i64::MIN; // the latest close time of the windows taking the record
         for (index, rolling) in self.rolling.iter_mut().enumerate() {
             let count = rolling.store.aggregates.len();
             let mine = &values[at..at + count];
             at += count;
             if let Some(group) = groups[index] {
                 let outcome = rolling.store.offer_shaped(group, time, stake, win, now, counts as i64,
-                                                         held.as_ref(), mine);
+                                                         slot, mine, &mut until);
                 if outcome != ADDED {
                     self.late.push((index + 1, outcome));
                 }
             }
+        }
+        if let (Some(slot), true) = (slot, until > i64::MIN) {
+            self.ids.borrow_mut().hold_until(slot, until);
         }
         if let Some(sessions) = &mut self.sessions {
             let values = match row { // the sessions' values: derived from the row, or as read
@@ -212,6 +218,9 @@ impl Engine {
             return;
         }
         self.stream_time = time;
+        if self.has_id {
+            self.ids.borrow_mut().now = time; // before the closes: a session's release sees its windows closed
+        }
         if let Some(sessions) = &mut self.sessions {
             if sessions.next_due <= time {
                 sessions.close_due(time);
@@ -243,6 +252,7 @@ impl Engine {
         let mut fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths, shape)
             .map_err(PyValueError::new_err)?;
         let shaped = fields.shaped();
+        let has_id = fields.has_id();
         let sessions = match sessions {
             None => None,
             Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
@@ -274,6 +284,7 @@ impl Engine {
             duplicate_id: String::new(),
             duplicates: Vec::new(),
             ids: IdRegistry::shared(),
+            has_id,
         })
     }
 
@@ -428,8 +439,9 @@ impl Engine {
             sessions.close_all();
         }
         for rolling in &mut self.rolling {
-            rolling.store.close_all(); // releasing every id they held
+            rolling.store.close_all();
         }
+        self.ids.borrow_mut().windows_closed(); // releasing every id they held
     }
 
     /// Final records since the last drain: one list of (key, value) per output, sessions first.
@@ -514,7 +526,7 @@ impl Engine {
             .into_iter()
             .map(|(start, group)| {
                 let totals = store.buckets.get(&start).and_then(|b| b.get(&group));
-                let state = totals.map(|t| window_totals(py, t)).transpose()?;
+                let state = totals.map(|t| window_totals(py, t, &self.ids)).transpose()?;
                 Ok((format!("{start}:{group}"), state))
             })
             .collect()
@@ -530,7 +542,7 @@ impl Engine {
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         all.into_iter()
             .map(|(start, group, totals)| {
-                Ok((format!("{start}:{group}"), window_totals(py, totals)?))
+                Ok((format!("{start}:{group}"), window_totals(py, totals, &self.ids)?))
             })
             .collect()
     }
@@ -583,6 +595,7 @@ impl Engine {
     /// Restored stream time (the largest of what the changelogs say).
     fn restore_stream_time(&mut self, time: i64) {
         self.stream_time = self.stream_time.max(time);
+        self.ids.borrow_mut().now = self.stream_time;
     }
 
     fn finish_restore(&mut self) {
@@ -629,7 +642,8 @@ impl Engine {
                     Some(bytes) => {
                         let rolling = self.rolling.get(index)
                             .ok_or_else(|| PyValueError::new_err("no such rolling store"))?;
-                        Some(read_totals(bytes, &rolling.store.aggregates, &self.ids).ok_or_else(|| {
+                        let close_at = rolling.store.close_at(start);
+                        Some(read_totals(bytes, &rolling.store.aggregates, &self.ids, close_at).ok_or_else(|| {
                             PyValueError::new_err(format!("window totals of {key:?} cannot be read"))
                         })?)
                     }
@@ -713,8 +727,8 @@ impl Engine {
 }
 
 /// A window's totals as `window_state` writes them: (count, stake, win), and a shaped job's
-/// (aggregate states, [(key, id)...]) after them.
-fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &Ids) -> Option<Totals> {
+/// (aggregate states, [(key, id)...]) after them; the ids held until the window's `close_at`.
+fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &Ids, close_at: i64) -> Option<Totals> {
     let mut r = msgpack::Reader::new(bytes);
     let items = r.array()?;
     if items != 3 && items != 5 {
@@ -734,7 +748,7 @@ fn read_totals(bytes: &[u8], aggregates: &[Aggregate], ids: &Ids) -> Option<Tota
                 return None;
             }
             let (key, id) = (r.str()?, r.str()?);
-            held.push(shapes::hold(ids, key, id));
+            held.push(shapes::hold_for_window(ids, key, id, close_at));
         }
         extra = Some(Box::new(WindowExtra { states, held }));
     }
@@ -832,7 +846,7 @@ fn session_states<'py>(py: Python<'py>, sessions: &SessionStore, keys: &[&str]) 
 }
 
 /// A window's (count, stake, win) as msgspec encodes it, with a shaped window's (states, ids).
-fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, PyBytes>> {
+fn window_totals<'py>(py: Python<'py>, totals: &Totals, ids: &Ids) -> PyResult<Bound<'py, PyBytes>> {
     let extra = totals.extra.as_deref();
     let too_large = || PyValueError::new_err("a window total is too large for its state");
     let mut out = Vec::with_capacity(24);
@@ -846,12 +860,12 @@ fn window_totals<'py>(py: Python<'py>, totals: &Totals) -> PyResult<Bound<'py, P
             shapes::write_state(&mut out, state).ok_or_else(too_large)?;
         }
         msgpack::array(&mut out, extra.held.len());
-        for held in &extra.held {
+        let registry = ids.borrow();
+        for &slot in &extra.held {
+            let (key, id) = registry.texts_of(slot);
             msgpack::array(&mut out, 2);
-            held.with(|key, id| {
-                msgpack::str(&mut out, key);
-                msgpack::str(&mut out, id);
-            });
+            msgpack::str(&mut out, key);
+            msgpack::str(&mut out, id);
         }
     }
     Ok(PyBytes::new(py, &out))

@@ -314,10 +314,10 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
     })
 }
 
-/// One accepted record's (key, id) as a store holds it: a slot of the engine's `IdRegistry`, which
-/// counts the holders. Cloning adds a holder and dropping releases one, so a closed session or
-/// window releases its ids with no bookkeeping of its own (as `Rc` would, but with the counts and
-/// texts together in one vector, not an allocation per record).
+/// One accepted record's (key, id) as a session holds it: a slot of the engine's `IdRegistry`, which
+/// counts the holders. Cloning adds a holder and dropping releases one, so a closed session
+/// releases its ids with no bookkeeping of its own (as `Rc` would, but with the counts and texts
+/// together in one vector, not an allocation per record).
 pub struct HeldId {
     slot: u32,
     registry: Ids,
@@ -330,11 +330,16 @@ impl HeldId {
         let (key, id) = registry.slots[self.slot as usize].texts(&registry.texts);
         with(key, id)
     }
+
+    /// Its slot in the registry (a window keeps this, not a holder: see `IdRegistry`).
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
 }
 
 impl Clone for HeldId {
     fn clone(&self) -> Self {
-        self.registry.borrow_mut().holders[self.slot as usize] += 1;
+        self.registry.borrow_mut().holds[self.slot as usize].holders += 1;
         HeldId { slot: self.slot, registry: self.registry.clone() }
     }
 }
@@ -342,6 +347,22 @@ impl Clone for HeldId {
 impl Drop for HeldId {
     fn drop(&mut self) {
         self.registry.borrow_mut().release(self.slot);
+    }
+}
+
+/// How a slot is held: by `holders` sessions, and by windows until `until` (their latest close time).
+#[derive(Clone, Copy)]
+struct Hold {
+    until: i64, // i64::MIN: no window
+    holders: u32,
+}
+
+impl Hold {
+    const ONE: Hold = Hold { until: i64::MIN, holders: 1 };
+
+    /// Held at stream time `now` (windows closing at or before it have closed).
+    fn is_held(&self, now: i64) -> bool {
+        self.holders > 0 || self.until > now
     }
 }
 
@@ -370,105 +391,144 @@ impl Slot {
     }
 }
 
-/// The (key, id) of every record an open session or window holds, with how many hold it (as the
-/// Python core's `IdRegistry`): a record whose (key, id) is here with a holder is a duplicate
-/// (SPEC 7.2). A slot whose last holder drops it is only marked free: its table entry stays until
-/// the slot is found again (and taken back) or the table is rebuilt from the live slots, once it
-/// holds four times as many entries as there are live ids (a sequential pass, amortized O(1) per
-/// id; on the wallet bench, at twice `hold` ran 15 % more instructions, its rebuilds included, and
-/// against three times, four had 0.7 M fewer first-level and 0.24 M fewer 512 KiB-cache misses in
-/// valgrind's cache simulation, six more than four again). So a
-/// release touches its slot's holder count and nothing else.
+/// The (key, id) of every record an open session or window holds (as the Python core's
+/// `IdRegistry`): a record whose (key, id) is here, held, is a duplicate (SPEC 7.2).
+///
+/// A session holds its records' ids by `HeldId`s, counted in `holders` (a session's close time is
+/// not known while it is open). A window's close time is known when it takes a record (its end
+/// plus grace, by stream time), so windows hold an id by its slot's `until`: the latest close time
+/// of the windows holding it; an id is held while `holders > 0` or `until > now` (the stream time,
+/// at which every window closing at or before it has closed), with nothing to do when a window
+/// closes (a window's ids were a counted holder each: a clone on the way in, a release on the way
+/// out, 16 bytes a record in each window; now a slot number, 4 bytes, for its state).
+///
+/// A slot no longer held is free: put on the free list when its last session holder releases it
+/// after its windows closed, or else found free by the next rebuild. Its table entry stays until
+/// the slot is found again (and taken back) or the table is rebuilt from the held slots, once it
+/// holds four times as many entries as were held at the last rebuild (a sequential pass, amortized
+/// O(1) per id; on the wallet bench, at twice `hold` ran 15 % more instructions, its rebuilds
+/// included, and against three times, four had 0.7 M fewer first-level and 0.24 M fewer 512 KiB-cache
+/// misses in valgrind's cache simulation, six more than four again). So a release touches its
+/// slot's holder count and nothing else.
 pub struct IdRegistry {
     table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
     slots: Vec<Slot>,
-    // Each slot's holder count (0: free), apart from the slots: a release touches only this dense
-    // vector (4 bytes an id: mostly in cache), not the slot written long before.
-    holders: Vec<u32>,
+    // Each slot's holds, apart from the slots: a release touches only this dense vector (16 bytes
+    // an id: mostly in cache), not the slot written long before.
+    holds: Vec<Hold>,
     // Every slot's text, one after another: a new id is appended (no allocation of its own, and
     // none to free: ids such as UUIDs are too long to keep in line). The texts of free slots stay
-    // until the rebuild, which copies only the live ones; so this holds at most about four times them.
+    // until the rebuild, which copies only the held ones; so this holds at most about four times them.
     texts: String,
-    // The texts' other buffer: a rebuild copies the live texts into it and keeps the old one for the
+    // The texts' other buffer: a rebuild copies the held texts into it and keeps the old one for the
     // next rebuild, so that rebuilds reuse two buffers (a new megabyte each time was a new megabyte of
     // pages for the kernel to fault in: twice the plain job's page faults).
     spare: String,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
-    live: usize,
+    held_at_rebuild: usize,
+    /// The stream time: windows that close at or before it are closed (or closing in this step).
+    pub now: i64,
     hasher: foldhash::fast::RandomState,
 }
 
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), holders: Vec::new(), texts: String::new(),
-            spare: String::new(),
-            free: Vec::new(), live: 0, hasher: foldhash::fast::RandomState::default(),
+            table: HashTable::new(), slots: Vec::new(), holds: Vec::new(), texts: String::new(),
+            spare: String::new(), free: Vec::new(), held_at_rebuild: 0, now: i64::MIN,
+            hasher: foldhash::fast::RandomState::default(),
         }))
     }
 
     fn release(&mut self, slot: u32) {
-        let holders = &mut self.holders[slot as usize];
-        *holders -= 1;
-        if *holders == 0 {
-            self.live -= 1;
+        let index = slot as usize;
+        let hold = &mut self.holds[index];
+        hold.holders -= 1;
+        if !hold.is_held(self.now) {
             self.free.push(slot);
         }
     }
 
-    /// The slot of (key, id), with one more holder; `fresh`: it had none (else, a duplicate).
+    /// Slot `slot` is held by a window open until `close_at`.
+    pub fn hold_until(&mut self, slot: u32, close_at: i64) {
+        let hold = &mut self.holds[slot as usize];
+        hold.until = hold.until.max(close_at);
+    }
+
+    /// The (key, id) texts of slot `slot` (held).
+    pub fn texts_of(&self, slot: u32) -> (&str, &str) {
+        self.slots[slot as usize].texts(&self.texts)
+    }
+
+    /// The slot of (key, id), with one more holder; `fresh`: it was not held (else, a duplicate).
     fn hold(&mut self, key: &str, id: &str) -> (u32, bool) {
-        if self.table.len() >= (4 * self.live).max(1024) {
+        if self.table.len() >= (4 * self.held_at_rebuild).max(1024) {
             self.rebuild();
         }
         let hash = self.hasher.hash_one((key, id));
-        let IdRegistry { table, slots, holders, texts, free, .. } = self;
+        let now = self.now;
+        let IdRegistry { table, slots, holds, texts, free, .. } = self;
         let entry = table.entry(hash, |&slot| slots[slot as usize].is(texts, key, id), |&slot| slots[slot as usize].hash);
-        let (slot, fresh) = match entry {
+        match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
                 let slot = *found.get();
-                holders[slot as usize] += 1;
-                (slot, holders[slot as usize] == 1)
+                let index = slot as usize;
+                let hold = &mut holds[index];
+                let fresh = !hold.is_held(now);
+                if fresh {
+                    hold.until = i64::MIN; // taken back: its windows have closed
+                }
+                hold.holders += 1;
+                (slot, fresh)
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let slot = new_slot(slots, holders, texts, free, hash, key, id);
+                let slot = new_slot(slots, holds, texts, free, now, hash, key, id);
                 vacant.insert(slot);
                 (slot, true)
             }
-        };
-        if fresh {
-            self.live += 1;
         }
-        (slot, fresh)
     }
 
-    /// The table again from the live slots (dropping the entries of free and reused slots), and
-    /// their texts copied together (dropping those of free slots).
+    /// The table again from the held slots (dropping the entries of free and reused slots), their
+    /// texts copied together (dropping those of free slots), and the free list again.
     #[inline(never)] // rare: kept out of the per-record path
     fn rebuild(&mut self) {
-        let IdRegistry { table, slots, holders, texts, spare, .. } = self;
+        let now = self.now;
+        let IdRegistry { table, slots, holds, texts, spare, free, .. } = self;
+        let is_held = |index: usize| holds[index].is_held(now);
         let mut kept = std::mem::take(spare);
         kept.clear();
         kept.reserve(texts.len()); // at most all of them
-        for (held, &holders) in slots.iter_mut().zip(holders.iter()) {
-            if holders > 0 {
+        free.clear();
+        for (index, held) in slots.iter_mut().enumerate() {
+            if is_held(index) {
                 let at = kept.len();
                 kept.push_str(&texts[held.at..held.at + held.len as usize]);
                 held.at = at;
+            } else {
+                free.push(index as u32);
             }
         }
         *spare = std::mem::replace(texts, kept);
         table.clear();
         for (index, held) in slots.iter().enumerate() {
-            if holders[index] > 0 {
+            if is_held(index) {
                 table.insert_unique(held.hash, index as u32, |&slot| slots[slot as usize].hash);
             }
         }
+        self.held_at_rebuild = table.len();
+    }
+
+    /// Every window has closed (end of input): ids are held by sessions only from now on.
+    pub fn windows_closed(&mut self) {
+        self.holds.iter_mut().for_each(|hold| hold.until = i64::MIN);
+        self.rebuild();
     }
 }
 
 /// A free slot (or a new one) holding (key, id) with one holder.
-fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, texts: &mut String, free: &mut Vec<u32>,
+#[allow(clippy::too_many_arguments)]
+fn new_slot(slots: &mut Vec<Slot>, holds: &mut Vec<Hold>, texts: &mut String, free: &mut Vec<u32>, now: i64,
             hash: u64, key: &str, id: &str) -> u32 {
     let at = texts.len();
     texts.push_str(key);
@@ -477,14 +537,14 @@ fn new_slot(slots: &mut Vec<Slot>, holders: &mut Vec<u32>, texts: &mut String, f
                       len: u32::try_from(key.len() + id.len()).expect("an id shorter than 4 GiB"), hash };
     while let Some(slot) = free.pop() {
         let index = slot as usize;
-        if holders[index] == 0 { // else taken back after it was freed
+        if !holds[index].is_held(now) { // else taken back after it was freed
             slots[index] = held; // its old text is left where it is, for the rebuild to drop
-            holders[index] = 1;
+            holds[index] = Hold::ONE;
             return slot;
         }
     }
     slots.push(held);
-    holders.push(1);
+    holds.push(Hold::ONE);
     u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 
@@ -501,8 +561,17 @@ pub fn take(ids: &Ids, key: &str, id: &str) -> Option<HeldId> {
     Some(HeldId { slot, registry: ids.clone() })
 }
 
-/// A holder of (key, id) for an id read back from state, so that the store holding it holds it.
+/// A holder of (key, id) for an id read back from state, so that the session holding it holds it.
 pub fn hold(ids: &Ids, key: &str, id: &str) -> HeldId {
     let (slot, _) = ids.borrow_mut().hold(key, id);
     HeldId { slot, registry: ids.clone() }
+}
+
+/// The slot of (key, id) read back from a window's state, held by that window until `close_at`.
+pub fn hold_for_window(ids: &Ids, key: &str, id: &str, close_at: i64) -> u32 {
+    let mut registry = ids.borrow_mut();
+    let (slot, _) = registry.hold(key, id);
+    registry.hold_until(slot, close_at);
+    registry.release(slot); // held by its window's close time, not as a holder
+    slot
 }

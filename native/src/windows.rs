@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use crate::output::{json_time, window_record};
 use crate::sessions::{Key, NEVER};
-use crate::shapes::{with_aggregates, Aggregate, HeldId, State, Value};
+use crate::shapes::{with_aggregates, Aggregate, State, Value};
 
 pub const ADDED: u8 = 0;
 pub const LATE: u8 = 1;
@@ -23,11 +23,13 @@ pub struct Totals {
     pub extra: Option<Box<WindowExtra>>, // a shaped store's (beside the totals: one lookup per record)
 }
 
-/// A window's held ids: the first few in line, in the window's box (a player's window mostly holds a
-/// few records): no allocation of their own, nor a reallocation as they come.
-pub type HeldIds = smallvec::SmallVec<[HeldId; 4]>;
+/// A window's held ids, as their slots in the engine's `IdRegistry` (which holds them until the
+/// window's close time): the first sixteen in line, in the window's box (a player's window mostly
+/// holds a few records), no allocation of their own, nor a reallocation as they come. Kept for the
+/// window's state only: closing the window has nothing to release.
+pub type HeldIds = smallvec::SmallVec<[u32; 16]>;
 
-/// A shaped window's SPEC 7 part: a state per aggregate, and the (key, id) of each record it holds.
+/// A shaped window's SPEC 7 part: a state per aggregate, and the (key, id) slot of each record it holds.
 #[derive(Clone)]
 pub struct WindowExtra {
     pub states: Vec<State>,
@@ -76,7 +78,7 @@ impl WindowStore {
         }
     }
 
-    fn close_at(&self, start: i64) -> i64 {
+    pub fn close_at(&self, start: i64) -> i64 {
         start + self.size + self.grace
     }
 
@@ -104,21 +106,24 @@ impl WindowStore {
         }
     }
 
-    /// `offer` for SPEC section 7: `weight` 0 for a record that does not count, and its (key, id) and
-    /// values for this store's aggregates.
+    /// `offer` for SPEC section 7: `weight` 0 for a record that does not count, and its (key, id)
+    /// slot and values for this store's aggregates. `until`: raised to the close time of the latest
+    /// window that took the record (holding its id until then).
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, group: &str, time: i64, stake: i64, win: i64, now: i64, weight: i64,
-                        held: Option<&HeldId>, values: &[Option<Value>]) -> u8 {
+                        held: Option<u32>, values: &[Option<Value>], until: &mut i64) -> u8 {
         let last = time - time % self.advance;
         let first = (last - self.size + self.advance).max(0);
         let (mut added, mut missed) = (0, 0);
         let aggregates = self.aggregates.clone(); // the totals below borrow the store
         let mut start = last;
         while start >= first {
-            if self.close_at(start) <= now {
+            let close_at = self.close_at(start);
+            if close_at <= now {
                 missed += 1;
             } else {
                 added += 1;
+                *until = (*until).max(close_at);
                 let totals = self.add(start, group, stake, win, weight);
                 let extra = totals.extra.get_or_insert_with(|| Box::new(WindowExtra::empty(&aggregates)));
                 for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {
@@ -126,8 +131,8 @@ impl WindowStore {
                         aggregate.add(state, value, time);
                     }
                 }
-                if let Some(pair) = held {
-                    extra.held.push(pair.clone());
+                if let Some(slot) = held {
+                    extra.held.push(slot);
                 }
             }
             start -= self.advance;
@@ -207,7 +212,7 @@ impl WindowStore {
             let (group, totals) = groups[index as usize].take().expect("each index once");
             let mut record = window_record(&self.event_name, &group, start, end, totals.count, totals.stake,
                                            totals.win, &start_text);
-            if let Some(extra) = &totals.extra { // dropped with the totals: releasing its ids
+            if let Some(extra) = &totals.extra {
                 with_aggregates(&mut record, &self.aggregates, &extra.states);
             }
             if self.track_changes {

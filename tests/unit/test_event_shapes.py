@@ -164,6 +164,24 @@ def test_once_the_first_copy_is_closed_a_copy_is_judged_like_any_record():
     assert codes(run(lines)) == {"late": 2}  # for sessions and for the window; not a duplicate
 
 
+def test_a_window_still_open_holds_the_id_after_its_session_closed():
+    """The native core holds a window's ids until the window's close time (not by a holder per
+    window): a copy is a duplicate while only the window holds the first, and not once it closed."""
+    part = new_partition(job())
+    seen = []
+    for number, line in enumerate([rec("BET", 100, "b1", 1), rec("BET", 101, "b2", 1), rec("BET", 102, "b3", 1),
+                                   rec("BET", 200, "x", 1, player="p2"),  # closes p1's full session, not its window
+                                   rec("BET", 100, "b1", 1),
+                                   rec("BET", 400, "y", 1, player="p2"),  # closes the 5-minute window too
+                                   rec("BET", 100, "b1", 1)], 1):
+        part.feed(line, {"line": number})
+        out = part.drain()
+        seen.append((len(records(out, "xp-session-events")), dict(codes(out))))
+    assert seen[3] == (1, {})  # the session holding b1 closed
+    assert seen[4] == (0, {"duplicate": 1})  # its window [0, 5 min) still holds b1
+    assert seen[6] == (0, {"late": 2})  # both closed: judged like any record
+
+
 def test_a_record_id_of_another_kind_is_bad_field():
     for bad, shown in ((True, "true"), ("", '""'), ({"a": 1}, "an object"), (1.5, "1.5")):
         [letter] = dead_letters(run([rec("BET", 1, bad, 1)]))
