@@ -31,8 +31,8 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use decode::{Decoded, Fields, ShapeFields};
-use sessions::{Key, RecordValues, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END};
-use shapes::{Aggregate, HeldId, IdRegistry, Ids, Kind, Row, Value, Values};
+use sessions::{Key, RecordValues, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END, NO_ID};
+use shapes::{Aggregate, IdRegistry, Ids, Kind, Row, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
 
 /// What happened to a record, for the Python side.
@@ -143,7 +143,7 @@ impl Engine {
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
                         values: &mut [Option<Value>], row: Option<Row>) -> u8 {
-        let held = match record_id { // (key, id) as the registry shares them
+        let slot = match record_id { // (key, id) as the registry holds it, with a holder: the session's
             None => None,
             Some(id) => match shapes::take(&self.ids, key, id) {
                 None => {
@@ -153,7 +153,7 @@ impl Engine {
                     self.duplicate_id.push_str(id);
                     return DUPLICATE;
                 }
-                held => held,
+                slot => slot,
             },
         };
         self.valid += 1;
@@ -167,7 +167,6 @@ impl Engine {
             None => self.sessions.as_ref().map_or(0, |sessions| sessions.aggregates.len()),
         };
         let mut at = sessions_take;
-        let slot = held.as_ref().map(HeldId::slot);
         let mut until = i64::MIN; // the latest close time of the windows taking the record
         for (index, rolling) in self.rolling.iter_mut().enumerate() {
             let count = rolling.store.aggregates.len();
@@ -184,14 +183,19 @@ impl Engine {
         if let (Some(slot), true) = (slot, until > i64::MIN) {
             self.ids.borrow_mut().hold_until(slot, until);
         }
+        let mut kept = false; // the id's holder, by the session taking the record
         if let Some(sessions) = &mut self.sessions {
             let values = match row { // the sessions' values: derived from the row, or as read
                 Some(row) => RecordValues::Derived(row),
                 None => RecordValues::Given(&mut values[..sessions_take]),
             };
-            if !sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, held, values) {
+            kept = sessions.offer_shaped(key, time, stake, win, game, channel, now, counts, slot.unwrap_or(NO_ID), values);
+            if !kept {
                 self.late.insert(0, (0, windows::LATE)); // sessions first, as `late` lists them
             }
+        }
+        if let (Some(slot), false) = (slot, kept) {
+            self.ids.borrow_mut().release(slot); // held by windows alone, if any
         }
         self.outcome(key, time)
     }
@@ -253,12 +257,14 @@ impl Engine {
             .map_err(PyValueError::new_err)?;
         let shaped = fields.shaped();
         let has_id = fields.has_id();
+        let ids = IdRegistry::shared();
         let sessions = match sessions {
             None => None,
             Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
                 let rules = SessionRules { gap, grace, max_duration, max_events, all_count };
                 let mut store = SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?);
                 store.derivation = fields.derive_sessions(store.aggregates.len());
+                store.ids = Some(ids.clone()); // also without an id path: a restored state may hold ids
                 Some(store)
             }
         };
@@ -283,7 +289,7 @@ impl Engine {
             late_time: 0,
             duplicate_id: String::new(),
             duplicates: Vec::new(),
-            ids: IdRegistry::shared(),
+            ids,
             has_id,
         })
     }
@@ -693,7 +699,7 @@ impl Engine {
             spins.push(Spin { time: word(times, i), stake: word(amounts, 2 * i), win: word(amounts, 2 * i + 1), label });
         }
         let stride = sessions.aggregates.len();
-        let mut records = ShapedRecords::with_capacity(stride, count, false); // values kept: rows are not in the state
+        let mut records = ShapedRecords::with_capacity(stride, count, false, sessions.ids.clone()); // values kept: rows are not in the state
         if items == 5 {
             if r.array()? != count {
                 return None;
@@ -704,7 +710,7 @@ impl Engine {
                     return None;
                 }
                 let counts = r.boolean()?;
-                let id = r.optional_str()?.map(|id| shapes::hold(&self.ids, key, id));
+                let id = r.optional_str()?.map_or(NO_ID, |id| shapes::hold(&self.ids, key, id));
                 let written = r.array()?;
                 if written > stride {
                     return None; // more values than aggregates: not this job's state
@@ -719,7 +725,7 @@ impl Engine {
         } else if sessions.shaped {
             let mut nothing: Values = smallvec::smallvec![None; stride];
             for _ in 0..count { // a state written before the job was shaped
-                records.push(true, None, &mut nothing);
+                records.push(true, NO_ID, &mut nothing);
             }
         }
         r.done().then_some((closed_end, spins, records))
@@ -816,12 +822,11 @@ fn session_state<'py>(py: Python<'py>, sessions: &SessionStore, key: &str, out: 
             }
             if let (true, Some(records)) = (sessions.shaped, state.records()) {
                 msgpack::array(out, records.len());
-                for (index, id) in records.records.iter().map(|record| &record.id).enumerate() {
+                for index in 0..records.len() {
                     msgpack::array(out, 3);
                     msgpack::boolean(out, records.counts(index));
-                    match id {
-                        None => msgpack::nil(out),
-                        Some(held) => held.with(|_, id| msgpack::str(out, id)),
+                    if records.with_id(index, |_, id| msgpack::str(out, id)).is_none() {
+                        msgpack::nil(out);
                     }
                     msgpack::array(out, records.stride);
                     records.each_value(index, &state.spins[index], sessions.derivation.as_ref(), |aggregate, value| {

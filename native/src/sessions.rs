@@ -14,7 +14,7 @@ use thin_vec::ThinVec;
 use crate::due::{as_is, DueQueue};
 use crate::keys::{ChangedKeys, KeyMap, Slot};
 use crate::output::{session_record, SessionFields};
-use crate::shapes::{with_aggregates, Aggregate, Derivation, Derived, HeldId, Kind, Row, State, Value, COUNTS};
+use crate::shapes::{with_aggregates, Aggregate, Derivation, Derived, Ids, Kind, Row, State, Value, COUNTS};
 use smallvec::SmallVec;
 
 pub const NEVER: i64 = 1 << 62;
@@ -149,31 +149,62 @@ pub enum RecordValues<'a> {
     Derived(Row),                   // the store derives them from the record's row and spin (`Derivation`)
 }
 
-/// One record's row and id, side by side: a record's own SPEC 7 data.
+/// A record with no id.
+pub const NO_ID: u32 = u32::MAX;
+
+/// One record's row and id, side by side: a record's own SPEC 7 data, in 8 bytes.
+#[derive(Clone, Copy)]
 pub struct ShapedRecord {
     // Whether it counts (`COUNTS`) and, `derived`, its type and which amounts it had, its values
     // derived from these when needed.
     pub row: Row,
-    pub id: Option<HeldId>,
+    pub id: u32, // its (key, id) slot in the engine's `IdRegistry`, held by this record; or NO_ID
 }
 
 /// A shaped key's records' SPEC 7 data, in `spins` order, so a record costs no allocation of its
 /// own: each record's row and id in one vector (one cache line to reach for both, one vector to
 /// grow); and unless `derived` (a key of a deriving store once a record came with values given, from
 /// Python or restored, or a store that does not derive) its values kept in `values`, flat (`stride`
-/// per record, one per aggregate of the store).
+/// per record, one per aggregate of the store). Its records' ids are held (one holder each) until
+/// they are drained or it is dropped: one registry handle a key, not one a record.
 pub struct ShapedRecords {
     pub records: Vec<ShapedRecord>,
     pub values: Vec<Option<Value>>,
     pub stride: usize,
     pub derived: bool,
+    ids: Option<Ids>, // the registry holding the records' ids (None: a job without ids)
+}
+
+impl Drop for ShapedRecords {
+    fn drop(&mut self) {
+        self.release(0, self.records.len());
+    }
 }
 
 impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
-    pub fn with_capacity(stride: usize, records: usize, derived: bool) -> Self {
+    pub fn with_capacity(stride: usize, records: usize, derived: bool, ids: Option<Ids>) -> Self {
         ShapedRecords { records: Vec::with_capacity(records),
-                        values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived }
+                        values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived, ids }
+    }
+
+    /// The (key, id) texts of record `index`'s id, lent to `with`; None when it has none.
+    pub fn with_id<R>(&self, index: usize, with: impl FnOnce(&str, &str) -> R) -> Option<R> {
+        let slot = self.records[index].id;
+        let ids = self.ids.as_ref().filter(|_| slot != NO_ID)?;
+        let registry = ids.borrow();
+        let (key, id) = registry.texts_of(slot);
+        Some(with(key, id))
+    }
+
+    /// The holds of records `first..stop`, given back.
+    fn release(&mut self, first: usize, stop: usize) {
+        if let Some(ids) = &self.ids {
+            let mut registry = ids.borrow_mut();
+            for record in self.records[first..stop].iter().filter(|record| record.id != NO_ID) {
+                registry.release(record.id);
+            }
+        }
     }
 
     /// Record `index`'s kept values (not `derived`).
@@ -206,14 +237,14 @@ impl ShapedRecords {
     }
 
     /// A restored record's data (kept values).
-    pub fn push(&mut self, counts: bool, id: Option<HeldId>, values: &mut [Option<Value>]) {
+    pub fn push(&mut self, counts: bool, id: u32, values: &mut [Option<Value>]) {
         debug_assert!(!self.derived);
         self.records.push(ShapedRecord { row: if counts { COUNTS } else { 0 }, id });
         self.values.extend(values.iter_mut().map(Option::take));
     }
 
     /// Record `at`'s data; its spin is already `spins[at]`.
-    fn insert(&mut self, at: usize, spins: &[Spin], counts: bool, id: Option<HeldId>, values: RecordValues,
+    fn insert(&mut self, at: usize, spins: &[Spin], counts: bool, id: u32, values: RecordValues,
               derivation: Option<&Derivation>) {
         let row = match values {
             RecordValues::Derived(row) => row,
@@ -255,7 +286,14 @@ impl ShapedRecords {
         self.derived = false;
     }
 
+    /// Records `first..stop` gone, their ids released.
     fn drain(&mut self, first: usize, stop: usize) {
+        self.release(first, stop);
+        self.forget(first, stop);
+    }
+
+    /// Records `first..stop` gone, their ids not released (the caller has them).
+    fn forget(&mut self, first: usize, stop: usize) {
         self.records.drain(first..stop);
         if !self.derived {
             self.values.drain(first * self.stride..stop * self.stride);
@@ -278,22 +316,23 @@ impl KeySessions {
         self.shaped.as_ref().map_or(&[], |shaped| &shaped.records)
     }
 
-    fn push_shaped(&mut self, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
+    fn push_shaped(&mut self, spin: Spin, counts: bool, id: u32, values: RecordValues,
                    derivation: Option<&Derivation>) {
         push_spin(&mut self.spins, spin);
         let at = self.spins.len() - 1;
         self.shaped.as_mut().expect("a shaped key").insert(at, &self.spins, counts, id, values, derivation);
     }
 
-    fn insert_shaped(&mut self, at: usize, spin: Spin, counts: bool, id: Option<HeldId>, values: RecordValues,
+    fn insert_shaped(&mut self, at: usize, spin: Spin, counts: bool, id: u32, values: RecordValues,
                      derivation: Option<&Derivation>) {
         self.spins.insert(at, spin);
         self.shaped.as_mut().expect("a shaped key").insert(at, &self.spins, counts, id, values, derivation);
     }
 
+    /// The record just inserted at `at` taken back out (its id still the caller's).
     fn remove_shaped(&mut self, at: usize) {
         self.spins.remove(at);
-        self.shaped.as_mut().expect("a shaped key").drain(at, at + 1);
+        self.shaped.as_mut().expect("a shaped key").forget(at, at + 1);
     }
 
     fn drain(&mut self, first: usize, stop: usize) {
@@ -422,6 +461,7 @@ pub struct SessionStore {
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
     pub derivation: Option<Derivation>, // set by the engine when the aggregates' values can be derived
+    pub ids: Option<Ids>, // set by the engine when records have ids: the registry holding them
 }
 
 impl SessionStore {
@@ -431,6 +471,7 @@ impl SessionStore {
             shaped,
             aggregates,
             derivation: None,
+            ids: None,
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
@@ -543,10 +584,12 @@ impl SessionStore {
         true
     }
 
-    /// `offer` for SPEC section 7 (`_offer_shaped`): records that may not count, and ids.
+    /// `offer` for SPEC section 7 (`_offer_shaped`): records that may not count, and ids. `id`: the
+    /// record's id slot with a holder (or NO_ID), kept by the record when this returns true, the
+    /// caller's to release when false.
     #[allow(clippy::too_many_arguments)]
     pub fn offer_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
-                        channel: Option<&str>, now: i64, counts: bool, id: Option<HeldId>,
+                        channel: Option<&str>, now: i64, counts: bool, id: u32,
                         values: RecordValues) -> bool {
         let rules = self.rules.clone();
         let weight = counts as i64;
@@ -561,7 +604,8 @@ impl SessionStore {
                 self.closed_ends.remove(key);
                 let spins = vec![Spin { time, stake, win, label }];
                 let derivation = self.derivation.as_ref();
-                let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4, derivation.is_some());
+                let mut records = ShapedRecords::with_capacity(self.aggregates.len(), 4, derivation.is_some(),
+                                                               self.ids.clone());
                 records.insert(0, &spins, counts, id, values, derivation);
                 let slot = self.keys.insert(Key::from(key), KeySessions::shaped(spins, Starts::first_only(), closed_end, records));
                 self.schedule_slot(slot, due);

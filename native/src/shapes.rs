@@ -314,42 +314,6 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
     })
 }
 
-/// One accepted record's (key, id) as a session holds it: a slot of the engine's `IdRegistry`, which
-/// counts the holders. Cloning adds a holder and dropping releases one, so a closed session
-/// releases its ids with no bookkeeping of its own (as `Rc` would, but with the counts and texts
-/// together in one vector, not an allocation per record).
-pub struct HeldId {
-    slot: u32,
-    registry: Ids,
-}
-
-impl HeldId {
-    /// The (key, id) texts, lent to `with`.
-    pub fn with<R>(&self, with: impl FnOnce(&str, &str) -> R) -> R {
-        let registry = self.registry.borrow();
-        let (key, id) = registry.slots[self.slot as usize].texts(&registry.texts);
-        with(key, id)
-    }
-
-    /// Its slot in the registry (a window keeps this, not a holder: see `IdRegistry`).
-    pub fn slot(&self) -> u32 {
-        self.slot
-    }
-}
-
-impl Clone for HeldId {
-    fn clone(&self) -> Self {
-        self.registry.borrow_mut().holds[self.slot as usize].holders += 1;
-        HeldId { slot: self.slot, registry: self.registry.clone() }
-    }
-}
-
-impl Drop for HeldId {
-    fn drop(&mut self) {
-        self.registry.borrow_mut().release(self.slot);
-    }
-}
-
 /// How a slot is held: by `holders` sessions, and by windows until `until` (their latest close time).
 #[derive(Clone, Copy)]
 struct Hold {
@@ -394,8 +358,8 @@ impl Slot {
 /// The (key, id) of every record an open session or window holds (as the Python core's
 /// `IdRegistry`): a record whose (key, id) is here, held, is a duplicate (SPEC 7.2).
 ///
-/// A session holds its records' ids by `HeldId`s, counted in `holders` (a session's close time is
-/// not known while it is open). A window's close time is known when it takes a record (its end
+/// A session holds its records' ids as holders, counted in `holders` (a session's close time is
+/// not known while it is open; its key's `ShapedRecords` releases them when it closes). A window's close time is known when it takes a record (its end
 /// plus grace, by stream time), so windows hold an id by its slot's `until`: the latest close time
 /// of the windows holding it; an id is held while `holders > 0` or `until > now` (the stream time,
 /// at which every window closing at or before it has closed), with nothing to do when a window
@@ -440,7 +404,8 @@ impl IdRegistry {
         }))
     }
 
-    fn release(&mut self, slot: u32) {
+    /// One holder of `slot` less.
+    pub fn release(&mut self, slot: u32) {
         let index = slot as usize;
         let hold = &mut self.holds[index];
         hold.holders -= 1;
@@ -548,23 +513,22 @@ fn new_slot(slots: &mut Vec<Slot>, holds: &mut Vec<Hold>, texts: &mut String, fr
     u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 
-/// The id to keep with a new record of `key`, or None: an open session or window holds a record
-/// of this key with this id (the new one is a duplicate). Else the first holder of (key, id), to
-/// be cloned by the stores that take the record.
-pub fn take(ids: &Ids, key: &str, id: &str) -> Option<HeldId> {
+/// The slot of a new record's (key, id), with one holder for the caller to hand on (to the session
+/// taking the record) or release; None: an open session or window holds a record of this key with
+/// this id (the new one is a duplicate).
+pub fn take(ids: &Ids, key: &str, id: &str) -> Option<u32> {
     let mut registry = ids.borrow_mut();
     let (slot, fresh) = registry.hold(key, id);
     if !fresh {
         registry.release(slot); // the holder just added: nothing holds this copy
         return None;
     }
-    Some(HeldId { slot, registry: ids.clone() })
+    Some(slot)
 }
 
-/// A holder of (key, id) for an id read back from state, so that the session holding it holds it.
-pub fn hold(ids: &Ids, key: &str, id: &str) -> HeldId {
-    let (slot, _) = ids.borrow_mut().hold(key, id);
-    HeldId { slot, registry: ids.clone() }
+/// The slot of (key, id) read back from a session's state, with one holder (the record's).
+pub fn hold(ids: &Ids, key: &str, id: &str) -> u32 {
+    ids.borrow_mut().hold(key, id).0
 }
 
 /// The slot of (key, id) read back from a window's state, held by that window until `close_at`.
