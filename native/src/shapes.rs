@@ -337,20 +337,26 @@ pub type Ids = Rc<RefCell<IdRegistry>>;
 struct Slot {
     at: usize, // where its text starts in the registry's `texts`: the key, then the id
     key_len: u32,
-    len: u32,
+    len: u32, // also its room in `texts`: `room(len)` bytes from `at`
     hash: u64,
 }
 
+/// The room a text of `len` bytes takes in `texts`: whole 16-byte units, so that another text of
+/// about its length (ids of one feed mostly are) can take its place when its slot is reused.
+fn room(len: usize) -> usize {
+    len.next_multiple_of(16)
+}
+
 impl Slot {
-    fn texts<'a>(&self, texts: &'a str) -> (&'a str, &'a str) {
+    fn texts<'a>(&self, texts: &'a [u8]) -> (&'a [u8], &'a [u8]) {
         let (key_end, end) = (self.at + self.key_len as usize, self.at + self.len as usize);
         (&texts[self.at..key_end], &texts[key_end..end])
     }
 
-    fn is(&self, texts: &str, key: &str, id: &str) -> bool {
+    fn is(&self, texts: &[u8], key: &str, id: &str) -> bool {
         self.key_len as usize == key.len() && self.len as usize == key.len() + id.len() && {
             let (held_key, held_id) = self.texts(texts);
-            held_key == key && held_id == id
+            held_key == key.as_bytes() && held_id == id.as_bytes()
         }
     }
 }
@@ -380,14 +386,16 @@ pub struct IdRegistry {
     // Each slot's holds, apart from the slots: a release touches only this dense vector (16 bytes
     // an id: mostly in cache), not the slot written long before.
     holds: Vec<Hold>,
-    // Every slot's text, one after another: a new id is appended (no allocation of its own, and
-    // none to free: ids such as UUIDs are too long to keep in line). The texts of free slots stay
-    // until the rebuild, which copies only the held ones; so this holds at most about four times them.
-    texts: String,
+    // Every slot's text (UTF-8: copied from `str`s whole), one after another: a new id takes the
+    // room of the free slot it reuses when it fits there (that slot's text was written lately: still
+    // in cache, where an appended one was a new line, and the buffer stays about as large as the held
+    // texts), else it is appended (no allocation of its own, and none to free: ids such as UUIDs are
+    // too long to keep in line). The rebuild copies only the held texts.
+    texts: Vec<u8>,
     // The texts' other buffer: a rebuild copies the held texts into it and keeps the old one for the
     // next rebuild, so that rebuilds reuse two buffers (a new megabyte each time was a new megabyte of
     // pages for the kernel to fault in: twice the plain job's page faults).
-    spare: String,
+    spare: Vec<u8>,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     held_at_rebuild: usize,
     /// The stream time: windows that close at or before it are closed (or closing in this step).
@@ -398,8 +406,8 @@ pub struct IdRegistry {
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), holds: Vec::new(), texts: String::new(),
-            spare: String::new(), free: Vec::new(), held_at_rebuild: 0, now: i64::MIN,
+            table: HashTable::new(), slots: Vec::new(), holds: Vec::new(), texts: Vec::new(),
+            spare: Vec::new(), free: Vec::new(), held_at_rebuild: 0, now: i64::MIN,
             hasher: foldhash::fast::RandomState::default(),
         }))
     }
@@ -422,7 +430,9 @@ impl IdRegistry {
 
     /// The (key, id) texts of slot `slot` (held).
     pub fn texts_of(&self, slot: u32) -> (&str, &str) {
-        self.slots[slot as usize].texts(&self.texts)
+        let (key, id) = self.slots[slot as usize].texts(&self.texts);
+        let text = |bytes| std::str::from_utf8(bytes).expect("copied from a str, whole");
+        (text(key), text(id))
     }
 
     /// The slot of (key, id), with one more holder; `fresh`: it was not held (else, a duplicate).
@@ -468,9 +478,11 @@ impl IdRegistry {
         for (index, held) in slots.iter_mut().enumerate() {
             if is_held(index) {
                 let at = kept.len();
-                kept.push_str(&texts[held.at..held.at + held.len as usize]);
+                kept.extend_from_slice(&texts[held.at..held.at + held.len as usize]);
+                kept.resize(at + room(held.len as usize), 0);
                 held.at = at;
             } else {
+                held.len = 0; // no room left in the new buffer: its next text is appended
                 free.push(index as u32);
             }
         }
@@ -493,24 +505,40 @@ impl IdRegistry {
 
 /// A free slot (or a new one) holding (key, id) with one holder.
 #[allow(clippy::too_many_arguments)]
-fn new_slot(slots: &mut Vec<Slot>, holds: &mut Vec<Hold>, texts: &mut String, free: &mut Vec<u32>, now: i64,
+fn new_slot(slots: &mut Vec<Slot>, holds: &mut Vec<Hold>, texts: &mut Vec<u8>, free: &mut Vec<u32>, now: i64,
             hash: u64, key: &str, id: &str) -> u32 {
-    let at = texts.len();
-    texts.push_str(key);
-    texts.push_str(id);
-    let held = Slot { at, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"),
-                      len: u32::try_from(key.len() + id.len()).expect("an id shorter than 4 GiB"), hash };
+    let len = key.len() + id.len();
+    let mut reused = None;
     while let Some(slot) = free.pop() {
-        let index = slot as usize;
-        if !holds[index].is_held(now) { // else taken back after it was freed
-            slots[index] = held; // its old text is left where it is, for the rebuild to drop
-            holds[index] = Hold::ONE;
-            return slot;
+        if !holds[slot as usize].is_held(now) { // else taken back after it was freed
+            reused = Some(slot);
+            break;
         }
     }
-    slots.push(held);
-    holds.push(Hold::ONE);
-    u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
+    let at = match reused {
+        Some(slot) if room(slots[slot as usize].len as usize) >= len => slots[slot as usize].at,
+        _ => { // its old text (if any) is left where it is, for the rebuild to drop
+            let at = texts.len();
+            texts.resize(at + room(len), 0);
+            at
+        }
+    };
+    texts[at..at + key.len()].copy_from_slice(key.as_bytes());
+    texts[at + key.len()..at + len].copy_from_slice(id.as_bytes());
+    let held = Slot { at, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"),
+                      len: u32::try_from(len).expect("an id shorter than 4 GiB"), hash };
+    match reused {
+        Some(slot) => {
+            slots[slot as usize] = held;
+            holds[slot as usize] = Hold::ONE;
+            slot
+        }
+        None => {
+            slots.push(held);
+            holds.push(Hold::ONE);
+            u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
+        }
+    }
 }
 
 /// The slot of a new record's (key, id), with one holder for the caller to hand on (to the session
