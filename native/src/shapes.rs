@@ -314,48 +314,46 @@ pub fn read_state(r: &mut msgpack::Reader, aggregate: &Aggregate) -> Option<Stat
     })
 }
 
-/// How a slot is held: by `holders` sessions, and by windows until `until` (their latest close time).
+/// The registry as the engine and its stores share it.
+pub type Ids = Rc<RefCell<IdRegistry>>;
+
+/// Bytes of (key, id) text a slot holds in line; a longer text is in the registry's `texts`.
+const IN_LINE: usize = 36;
+
+/// One (key, id): how it is held and its text, on one cache line (64 bytes), so that taking a
+/// free slot, comparing its text and releasing it each touch that line alone (the holds, slots and
+/// texts in three vectors were three lines: on the wallet bench `hold` missed a 512 KiB cache about
+/// three times a call).
 #[derive(Clone, Copy)]
-struct Hold {
-    until: i64, // i64::MIN: no window
-    holders: u32,
+#[repr(C, align(64))]
+struct Slot {
+    hash: u64,
+    until: i64,   // held by windows until then (their latest close time); i64::MIN: none
+    holders: u32, // sessions holding it
+    key_len: u32,
+    len: u32,                // of key and id together
+    text: [u8; IN_LINE],     // the key, then the id; or, when longer, where they start in `texts` (8 bytes, LE)
 }
 
-impl Hold {
-    const ONE: Hold = Hold { until: i64::MIN, holders: 1 };
-
+impl Slot {
     /// Held at stream time `now` (windows closing at or before it have closed).
     fn is_held(&self, now: i64) -> bool {
         self.holders > 0 || self.until > now
     }
-}
 
-/// The registry as the engine and its stores share it.
-pub type Ids = Rc<RefCell<IdRegistry>>;
-
-#[derive(Clone, Copy)]
-struct Slot {
-    at: usize, // where its text starts in the registry's `texts`: the key, then the id
-    key_len: u32,
-    len: u32, // also its room in `texts`: `room(len)` bytes from `at`
-    hash: u64,
-}
-
-/// The room a text of `len` bytes takes in `texts`: whole 16-byte units, so that another text of
-/// about its length (ids of one feed mostly are) can take its place when its slot is reused.
-fn room(len: usize) -> usize {
-    len.next_multiple_of(16)
-}
-
-impl Slot {
-    fn texts<'a>(&self, texts: &'a [u8]) -> (&'a [u8], &'a [u8]) {
-        let (key_end, end) = (self.at + self.key_len as usize, self.at + self.len as usize);
-        (&texts[self.at..key_end], &texts[key_end..end])
+    fn bytes<'a>(&'a self, texts: &'a [u8]) -> &'a [u8] {
+        let len = self.len as usize;
+        if len <= IN_LINE {
+            &self.text[..len]
+        } else {
+            let at = usize::from_le_bytes(self.text[..8].try_into().expect("8 bytes"));
+            &texts[at..at + len]
+        }
     }
 
     fn is(&self, texts: &[u8], key: &str, id: &str) -> bool {
         self.key_len as usize == key.len() && self.len as usize == key.len() + id.len() && {
-            let (held_key, held_id) = self.texts(texts);
+            let (held_key, held_id) = self.bytes(texts).split_at(key.len());
             held_key == key.as_bytes() && held_id == id.as_bytes()
         }
     }
@@ -365,36 +363,29 @@ impl Slot {
 /// `IdRegistry`): a record whose (key, id) is here, held, is a duplicate (SPEC 7.2).
 ///
 /// A session holds its records' ids as holders, counted in `holders` (a session's close time is
-/// not known while it is open; its key's `ShapedRecords` releases them when it closes). A window's close time is known when it takes a record (its end
-/// plus grace, by stream time), so windows hold an id by its slot's `until`: the latest close time
-/// of the windows holding it; an id is held while `holders > 0` or `until > now` (the stream time,
-/// at which every window closing at or before it has closed), with nothing to do when a window
-/// closes (a window's ids were a counted holder each: a clone on the way in, a release on the way
-/// out, 16 bytes a record in each window; now a slot number, 4 bytes, for its state).
+/// not known while it is open; its key's `ShapedRecords` releases them when it closes). A window's
+/// close time is known when it takes a record (its end plus grace, by stream time), so windows
+/// hold an id by its slot's `until`: the latest close time of the windows holding it; an id is held
+/// while `holders > 0` or `until > now` (the stream time, at which every window closing at or
+/// before it has closed), with nothing to do when a window closes (a window's ids were a counted
+/// holder each: a clone on the way in, a release on the way out, 16 bytes a record in each window;
+/// now a slot number, 4 bytes, for its state).
 ///
 /// A slot no longer held is free: put on the free list when its last session holder releases it
 /// after its windows closed, or else found free by the next rebuild. Its table entry stays until
 /// the slot is found again (and taken back) or the table is rebuilt from the held slots, once it
 /// holds four times as many entries as were held at the last rebuild (a sequential pass, amortized
-/// O(1) per id; on the wallet bench, at twice `hold` ran 15 % more instructions, its rebuilds
-/// included, and against three times, four had 0.7 M fewer first-level and 0.24 M fewer 512 KiB-cache
-/// misses in valgrind's cache simulation, six more than four again). So a release touches its
-/// slot's holder count and nothing else.
+/// O(1) per id; on the wallet bench, at twice the misses of a 512 KiB cache went up from 13.9 M to
+/// 15.0 M, and the wall time with them).
 pub struct IdRegistry {
     table: HashTable<u32>, // slot numbers, by the hash of (key, id); some may be free or reused
     slots: Vec<Slot>,
-    // Each slot's holds, apart from the slots: a release touches only this dense vector (16 bytes
-    // an id: mostly in cache), not the slot written long before.
-    holds: Vec<Hold>,
-    // Every slot's text (UTF-8: copied from `str`s whole), one after another: a new id takes the
-    // room of the free slot it reuses when it fits there (that slot's text was written lately: still
-    // in cache, where an appended one was a new line, and the buffer stays about as large as the held
-    // texts), else it is appended (no allocation of its own, and none to free: ids such as UUIDs are
-    // too long to keep in line). The rebuild copies only the held texts.
+    // The texts longer than a slot holds, one after another (no allocation of their own, and none
+    // to free): the texts of free slots stay until the rebuild, which copies only the held ones.
     texts: Vec<u8>,
     // The texts' other buffer: a rebuild copies the held texts into it and keeps the old one for the
     // next rebuild, so that rebuilds reuse two buffers (a new megabyte each time was a new megabyte of
-    // pages for the kernel to fault in: twice the plain job's page faults).
+    // pages for the kernel to fault in).
     spare: Vec<u8>,
     free: Vec<u32>, // free slots (a slot taken back since may be listed: skipped when popped)
     held_at_rebuild: usize,
@@ -406,31 +397,30 @@ pub struct IdRegistry {
 impl IdRegistry {
     pub fn shared() -> Ids {
         Rc::new(RefCell::new(IdRegistry {
-            table: HashTable::new(), slots: Vec::new(), holds: Vec::new(), texts: Vec::new(),
-            spare: Vec::new(), free: Vec::new(), held_at_rebuild: 0, now: i64::MIN,
-            hasher: foldhash::fast::RandomState::default(),
+            table: HashTable::new(), slots: Vec::new(), texts: Vec::new(), spare: Vec::new(), free: Vec::new(),
+            held_at_rebuild: 0, now: i64::MIN, hasher: foldhash::fast::RandomState::default(),
         }))
     }
 
     /// One holder of `slot` less.
     pub fn release(&mut self, slot: u32) {
-        let index = slot as usize;
-        let hold = &mut self.holds[index];
-        hold.holders -= 1;
-        if !hold.is_held(self.now) {
+        let held = &mut self.slots[slot as usize];
+        held.holders -= 1;
+        if !held.is_held(self.now) {
             self.free.push(slot);
         }
     }
 
     /// Slot `slot` is held by a window open until `close_at`.
     pub fn hold_until(&mut self, slot: u32, close_at: i64) {
-        let hold = &mut self.holds[slot as usize];
-        hold.until = hold.until.max(close_at);
+        let held = &mut self.slots[slot as usize];
+        held.until = held.until.max(close_at);
     }
 
     /// The (key, id) texts of slot `slot` (held).
     pub fn texts_of(&self, slot: u32) -> (&str, &str) {
-        let (key, id) = self.slots[slot as usize].texts(&self.texts);
+        let held = &self.slots[slot as usize];
+        let (key, id) = held.bytes(&self.texts).split_at(held.key_len as usize);
         let text = |bytes| std::str::from_utf8(bytes).expect("copied from a str, whole");
         (text(key), text(id))
     }
@@ -442,54 +432,49 @@ impl IdRegistry {
         }
         let hash = self.hasher.hash_one((key, id));
         let now = self.now;
-        let IdRegistry { table, slots, holds, texts, free, .. } = self;
+        let IdRegistry { table, slots, texts, free, .. } = self;
         let entry = table.entry(hash, |&slot| slots[slot as usize].is(texts, key, id), |&slot| slots[slot as usize].hash);
         match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
                 let slot = *found.get();
-                let index = slot as usize;
-                let hold = &mut holds[index];
-                let fresh = !hold.is_held(now);
+                let held = &mut slots[slot as usize];
+                let fresh = !held.is_held(now);
                 if fresh {
-                    hold.until = i64::MIN; // taken back: its windows have closed
+                    held.until = i64::MIN; // taken back: its windows have closed
                 }
-                hold.holders += 1;
+                held.holders += 1;
                 (slot, fresh)
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let slot = new_slot(slots, holds, texts, free, now, hash, key, id);
+                let slot = new_slot(slots, texts, free, now, hash, key, id);
                 vacant.insert(slot);
                 (slot, true)
             }
         }
     }
 
-    /// The table again from the held slots (dropping the entries of free and reused slots), their
-    /// texts copied together (dropping those of free slots), and the free list again.
+    /// The table again from the held slots (dropping the entries of free and reused slots), the long
+    /// texts of held slots copied together (dropping those of free slots), and the free list again.
     #[inline(never)] // rare: kept out of the per-record path
     fn rebuild(&mut self) {
         let now = self.now;
-        let IdRegistry { table, slots, holds, texts, spare, free, .. } = self;
-        let is_held = |index: usize| holds[index].is_held(now);
+        let IdRegistry { table, slots, texts, spare, free, .. } = self;
         let mut kept = std::mem::take(spare);
         kept.clear();
-        kept.reserve(texts.len()); // at most all of them
         free.clear();
         for (index, held) in slots.iter_mut().enumerate() {
-            if is_held(index) {
-                let at = kept.len();
-                kept.extend_from_slice(&texts[held.at..held.at + held.len as usize]);
-                kept.resize(at + room(held.len as usize), 0);
-                held.at = at;
-            } else {
-                held.len = 0; // no room left in the new buffer: its next text is appended
+            if !held.is_held(now) {
                 free.push(index as u32);
+            } else if held.len as usize > IN_LINE {
+                let at = kept.len();
+                kept.extend_from_slice(held.bytes(texts));
+                held.text[..8].copy_from_slice(&at.to_le_bytes());
             }
         }
         *spare = std::mem::replace(texts, kept);
         table.clear();
         for (index, held) in slots.iter().enumerate() {
-            if is_held(index) {
+            if held.is_held(now) {
                 table.insert_unique(held.hash, index as u32, |&slot| slots[slot as usize].hash);
             }
         }
@@ -498,47 +483,34 @@ impl IdRegistry {
 
     /// Every window has closed (end of input): ids are held by sessions only from now on.
     pub fn windows_closed(&mut self) {
-        self.holds.iter_mut().for_each(|hold| hold.until = i64::MIN);
+        self.slots.iter_mut().for_each(|held| held.until = i64::MIN);
         self.rebuild();
     }
 }
 
 /// A free slot (or a new one) holding (key, id) with one holder.
-#[allow(clippy::too_many_arguments)]
-fn new_slot(slots: &mut Vec<Slot>, holds: &mut Vec<Hold>, texts: &mut Vec<u8>, free: &mut Vec<u32>, now: i64,
-            hash: u64, key: &str, id: &str) -> u32 {
+fn new_slot(slots: &mut Vec<Slot>, texts: &mut Vec<u8>, free: &mut Vec<u32>, now: i64, hash: u64, key: &str,
+            id: &str) -> u32 {
     let len = key.len() + id.len();
-    let mut reused = None;
+    let mut held = Slot { hash, until: i64::MIN, holders: 1,
+                          key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"),
+                          len: u32::try_from(len).expect("an id shorter than 4 GiB"), text: [0; IN_LINE] };
+    if len <= IN_LINE {
+        held.text[..key.len()].copy_from_slice(key.as_bytes());
+        held.text[key.len()..len].copy_from_slice(id.as_bytes());
+    } else { // its old text (if any) is left where it is, for the rebuild to drop
+        held.text[..8].copy_from_slice(&texts.len().to_le_bytes());
+        texts.extend_from_slice(key.as_bytes());
+        texts.extend_from_slice(id.as_bytes());
+    }
     while let Some(slot) = free.pop() {
-        if !holds[slot as usize].is_held(now) { // else taken back after it was freed
-            reused = Some(slot);
-            break;
-        }
-    }
-    let at = match reused {
-        Some(slot) if room(slots[slot as usize].len as usize) >= len => slots[slot as usize].at,
-        _ => { // its old text (if any) is left where it is, for the rebuild to drop
-            let at = texts.len();
-            texts.resize(at + room(len), 0);
-            at
-        }
-    };
-    texts[at..at + key.len()].copy_from_slice(key.as_bytes());
-    texts[at + key.len()..at + len].copy_from_slice(id.as_bytes());
-    let held = Slot { at, key_len: u32::try_from(key.len()).expect("a key shorter than 4 GiB"),
-                      len: u32::try_from(len).expect("an id shorter than 4 GiB"), hash };
-    match reused {
-        Some(slot) => {
+        if !slots[slot as usize].is_held(now) { // else taken back after it was freed
             slots[slot as usize] = held;
-            holds[slot as usize] = Hold::ONE;
-            slot
-        }
-        None => {
-            slots.push(held);
-            holds.push(Hold::ONE);
-            u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
+            return slot;
         }
     }
+    slots.push(held);
+    u32::try_from(slots.len() - 1).expect("fewer than 4 billion held ids")
 }
 
 /// The slot of a new record's (key, id), with one holder for the caller to hand on (to the session

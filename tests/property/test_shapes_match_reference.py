@@ -62,6 +62,11 @@ def job(srules: SessionRules | None, wrules: list[WindowRules], aggregates=AGGRE
     )
 
 
+# Ids whose (key, id) text just fits in the native registry's slot (36 bytes, with a one-letter
+# key) and two that do not: those are kept apart from the slot, and moved by its rebuilds.
+EDGE_IDS = ["i" * 35, "6f1c2a9e-8d4b-4c7e-9a1f-2b3c4d5e6f70", "u" * 200]
+
+
 @st.composite
 def session_rules(draw):
     return SessionRules(gap=draw(st.integers(0, 40)), grace=draw(st.integers(0, 30)),
@@ -94,7 +99,7 @@ def streams(draw, max_size=40):
             key=draw(st.sampled_from("ab")), time=time, arrival=arrival, stake=stake, win=win,
             game=draw(st.sampled_from([None, "g1", "g2"])), channel=None, kind=kind,
             counts=kind not in ("WIN", "RB"), negate=kind == "RB",
-            rid=draw(st.sampled_from([None, None, "t1", "t2", "t3", "7"])),
+            rid=draw(st.sampled_from([None, None, "t1", "t2", "t3", "7", *EDGE_IDS])),
             v=draw(st.none() | st.integers(-3, 3)), g=draw(st.sampled_from([None, "x", "y", 1, "1"])),
         ))
     return recs
