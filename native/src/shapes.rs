@@ -462,22 +462,22 @@ impl IdRegistry {
         let mut kept = std::mem::take(spare);
         kept.clear();
         free.clear();
-        for (index, held) in slots.iter_mut().enumerate() {
+        table.clear();
+        for index in 0..slots.len() { // one pass over the slots (a line each)
+            let held = &mut slots[index];
             if !held.is_held(now) {
                 free.push(index as u32);
-            } else if held.len as usize > IN_LINE {
+                continue;
+            }
+            if held.len as usize > IN_LINE {
                 let at = kept.len();
                 kept.extend_from_slice(held.bytes(texts));
                 held.text[..8].copy_from_slice(&at.to_le_bytes());
             }
+            let hash = held.hash;
+            table.insert_unique(hash, index as u32, |&slot| slots[slot as usize].hash);
         }
         *spare = std::mem::replace(texts, kept);
-        table.clear();
-        for (index, held) in slots.iter().enumerate() {
-            if held.is_held(now) {
-                table.insert_unique(held.hash, index as u32, |&slot| slots[slot as usize].hash);
-            }
-        }
         self.held_at_rebuild = table.len();
     }
 
