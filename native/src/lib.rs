@@ -262,9 +262,9 @@ impl Engine {
             None => None,
             Some((gap, grace, max_duration, max_events, name, stamp_end, all_count, aggregates)) => {
                 let rules = SessionRules { gap, grace, max_duration, max_events, all_count };
-                let mut store = SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?);
+                let mut store = SessionStore::new(rules, track_changes, name, stamp_end, shaped, aggregates_of(aggregates)?,
+                                                  ids.clone());
                 store.derivation = fields.derive_sessions(store.aggregates.len());
-                store.ids = Some(ids.clone()); // also without an id path: a restored state may hold ids
                 Some(store)
             }
         };

@@ -172,7 +172,7 @@ pub struct ShapedRecords {
     pub values: Vec<Option<Value>>,
     pub stride: usize,
     pub derived: bool,
-    ids: Option<Ids>, // the registry holding the records' ids (None: a job without ids)
+    ids: Ids, // the registry holding the records' ids
 }
 
 impl Drop for ShapedRecords {
@@ -183,7 +183,7 @@ impl Drop for ShapedRecords {
 
 impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
-    pub fn with_capacity(stride: usize, records: usize, derived: bool, ids: Option<Ids>) -> Self {
+    pub fn with_capacity(stride: usize, records: usize, derived: bool, ids: Ids) -> Self {
         ShapedRecords { records: Vec::with_capacity(records),
                         values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived, ids }
     }
@@ -191,19 +191,19 @@ impl ShapedRecords {
     /// The (key, id) texts of record `index`'s id, lent to `with`; None when it has none.
     pub fn with_id<R>(&self, index: usize, with: impl FnOnce(&str, &str) -> R) -> Option<R> {
         let slot = self.records[index].id;
-        let ids = self.ids.as_ref().filter(|_| slot != NO_ID)?;
-        let registry = ids.borrow();
+        if slot == NO_ID {
+            return None;
+        }
+        let registry = self.ids.borrow();
         let (key, id) = registry.texts_of(slot);
         Some(with(key, id))
     }
 
     /// The holds of records `first..stop`, given back.
     fn release(&mut self, first: usize, stop: usize) {
-        if let Some(ids) = &self.ids {
-            let mut registry = ids.borrow_mut();
-            for record in self.records[first..stop].iter().filter(|record| record.id != NO_ID) {
-                registry.release(record.id);
-            }
+        let mut registry = self.ids.borrow_mut();
+        for record in self.records[first..stop].iter().filter(|record| record.id != NO_ID) {
+            registry.release(record.id);
         }
     }
 
@@ -461,17 +461,17 @@ pub struct SessionStore {
     pub shaped: bool,
     pub aggregates: Vec<Aggregate>,
     pub derivation: Option<Derivation>, // set by the engine when the aggregates' values can be derived
-    pub ids: Option<Ids>, // set by the engine when records have ids: the registry holding them
+    pub ids: Ids, // the engine's id registry: its records' ids (with an id path, or restored) are held there
 }
 
 impl SessionStore {
     pub fn new(rules: SessionRules, track_changes: bool, event_name: Vec<u8>, stamp_end: bool, shaped: bool,
-               aggregates: Vec<Aggregate>) -> Self {
+               aggregates: Vec<Aggregate>, ids: Ids) -> Self {
         SessionStore {
             shaped,
             aggregates,
             derivation: None,
-            ids: None,
+            ids,
             max_events: rules.max_events.unwrap_or(NEVER),
             max_duration: rules.max_duration.unwrap_or(NEVER),
             rules,
