@@ -152,13 +152,17 @@ pub enum RecordValues<'a> {
 /// A record with no id.
 pub const NO_ID: u32 = u32::MAX;
 
-/// One record's row and id, side by side: a record's own SPEC 7 data, in 8 bytes.
+/// One record's row, id and place in the count, side by side: a record's own SPEC 7 data, in 12 bytes.
 #[derive(Clone, Copy)]
 pub struct ShapedRecord {
     // Whether it counts (`COUNTS`) and, `derived`, its type and which amounts it had, its values
     // derived from these when needed.
     pub row: Row,
     pub id: u32, // its (key, id) slot in the engine's `IdRegistry`, held by this record; or NO_ID
+    // How many counting records came before it (a running count, wrapping, from no fixed start):
+    // a session's count is a difference of two, not a pass over its records (a hot player's key
+    // holds thousands, and the close time of each of its sessions needs its count, every record).
+    before: u32,
 }
 
 /// A shaped key's records' SPEC 7 data, in `spins` order, so a record costs no allocation of its
@@ -173,6 +177,7 @@ pub struct ShapedRecords {
     pub stride: usize,
     pub derived: bool,
     ids: Ids, // the registry holding the records' ids
+    after: u32, // the running count of counting records after the last (see `ShapedRecord::before`)
 }
 
 impl Drop for ShapedRecords {
@@ -185,7 +190,8 @@ impl ShapedRecords {
     /// Room for `records` records at first (a new key's: most sessions hold a few).
     pub fn with_capacity(stride: usize, records: usize, derived: bool, ids: Ids) -> Self {
         ShapedRecords { records: Vec::with_capacity(records),
-                        values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived, ids }
+                        values: Vec::with_capacity(if derived { 0 } else { records * stride }), stride, derived, ids,
+                        after: 0 }
     }
 
     /// The (key, id) texts of record `index`'s id, lent to `with`; None when it has none.
@@ -227,6 +233,15 @@ impl ShapedRecords {
         self.records[index].row & COUNTS != 0
     }
 
+    /// How many of records `first..stop` count.
+    pub fn counting(&self, first: usize, stop: usize) -> i64 {
+        if first == stop {
+            return 0;
+        }
+        let end = self.records.get(stop).map_or(self.after, |record| record.before);
+        end.wrapping_sub(self.records[first].before) as i64
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -249,7 +264,8 @@ impl ShapedRecords {
     /// A restored record's data (kept values).
     pub fn push(&mut self, counts: bool, id: u32, values: &mut [Option<Value>]) {
         debug_assert!(!self.derived);
-        self.records.push(ShapedRecord { row: if counts { COUNTS } else { 0 }, id });
+        self.records.push(ShapedRecord { row: if counts { COUNTS } else { 0 }, id, before: self.after });
+        self.after = self.after.wrapping_add(counts as u32);
         self.values.extend(values.iter_mut().map(Option::take));
     }
 
@@ -264,10 +280,14 @@ impl ShapedRecords {
             self.keep_values(spins, at, derivation.expect("a deriving store"));
         }
         if at == self.records.len() {
-            self.records.push(ShapedRecord { row, id });
+            self.records.push(ShapedRecord { row, id, before: self.after });
         } else {
-            self.records.insert(at, ShapedRecord { row, id });
+            self.records.insert(at, ShapedRecord { row, id, before: self.records[at].before });
+            if counts {
+                self.records[at + 1..].iter_mut().for_each(|record| record.before = record.before.wrapping_add(1));
+            }
         }
+        self.after = self.after.wrapping_add(counts as u32);
         if self.derived {
             return;
         }
@@ -304,6 +324,13 @@ impl ShapedRecords {
 
     /// Records `first..stop` gone, their ids not released (the caller has them).
     fn forget(&mut self, first: usize, stop: usize) {
+        // The records after them are counted from where the first one was (nothing needs moving when
+        // none is before them: a count is a difference within the records left).
+        if first > 0 {
+            let gone = self.counting(first, stop) as u32;
+            self.records[stop..].iter_mut().for_each(|record| record.before = record.before.wrapping_sub(gone));
+            self.after = self.after.wrapping_sub(gone);
+        }
         self.records.drain(first..stop);
         if !self.derived {
             self.values.drain(first * self.stride..stop * self.stride);
@@ -406,7 +433,7 @@ fn counting(all_count: bool, state: &KeySessions, first: usize, stop: usize) -> 
     if all_count || state.shaped.is_none() {
         (stop - first) as i64
     } else {
-        state.shaped_records()[first..stop].iter().map(|record| (record.row & COUNTS != 0) as i64).sum()
+        state.shaped.as_ref().map_or(0, |shaped| shaped.counting(first, stop))
     }
 }
 
@@ -437,7 +464,10 @@ fn weighted_sweep(spins: &[Spin], rules: &SessionRules, begin: usize, known: &[u
     let mut count = weight(begin);
     for index in begin + 1..spins.len() {
         let (time, weight) = (spins[index].time, weight(index));
-        if (weight == 1 && count >= max_events) || time - end > rules.gap || time - start > max_duration {
+        // Full only for a counting record (`&`, not `&&`: whether a record counts follows no pattern
+        // a branch predictor could learn, in a feed of bets and wins).
+        let full = (count >= max_events) & (weight == 1);
+        if full || time - end > rules.gap || time - start > max_duration {
             // A cut where the earlier sweep had one: from here on the same records, the same cuts.
             if index >= shift && known.binary_search(&(index - shift)).is_ok() {
                 starts.extend(known.iter().map(|old| old + shift).filter(|&s| s >= index));
