@@ -103,10 +103,12 @@ def measure(argv: list[str]) -> tuple[float, int]:
     return elapsed, rss
 
 
-def measure_usage(argv: list[str]) -> tuple[float, int, float]:
-    """Wall seconds, peak RSS (bytes) and CPU seconds (user + system) of one process."""
+def measure_usage(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (bytes) and CPU seconds (user + system) of one process (`env`: added to
+    this one's environment)."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=None if env is None else {**os.environ, **env})
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     stderr = process.stderr.read().decode() if process.stderr else ""
@@ -256,9 +258,18 @@ def bench_hot(data: Path) -> dict:
                                        *wallet_replay(name, data, RESULTS / f"wallet-hot-out-{name}")])[0])
         print(f"hot round {round_no + 1}: " + ", ".join(f"{name} {times[-1]:.2f} s" for name, times in runs.items()),
               file=sys.stderr)
+    # The pure-Python reference core (SESSIONIZER_CORE=python, what runs where the compiled one is not
+    # built), once each: ten-odd seconds a run, so its figure is a single round's.
+    reference = {name: round(measure_usage([str(BIN / "sessionizer"),
+                                            *wallet_replay(name, data, RESULTS / f"wallet-hot-out-python-{name}")],
+                                           env={"SESSIONIZER_CORE": "python"})[0], 2)
+                 for name in runs}
+    print("hot, reference core: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in reference.items()),
+          file=sys.stderr)
     return {"records": sum(1 for _ in data.open("rb")),
             **{name: round(statistics.median(times), 3) for name, times in runs.items()},
-            "ratio": round(statistics.median(s / p for s, p in zip(runs["shaped"], runs["plain"])), 2)}
+            "ratio": round(statistics.median(s / p for s, p in zip(runs["shaped"], runs["plain"])), 2),
+            "reference": reference}
 
 
 def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
@@ -329,7 +340,9 @@ def write_shapes_section(r: dict) -> None:
             f"Harsh input (bench/data/wallet-hot-150k.jsonl: one player, {s['hot']['records']:,} bets and wins in 10 "
             "minutes, a fifth up to 20 s late, so that every record goes to one key's open sessions and a late "
             f"one moves their max_events cuts): plain {s['hot']['plain']:.2f} s, shaped {s['hot']['shaped']:.2f} s, "
-            f"**{s['hot']['ratio']:.2f}x** (median of {r['repeat']} rounds, every other one reversed)."]),
+            f"**{s['hot']['ratio']:.2f}x** (median of {r['repeat']} rounds, every other one reversed). The pure-Python "
+            f"reference core (`SESSIONIZER_CORE=python`, one run each): plain {s['hot']['reference']['plain']:.2f} s, "
+            f"shaped {s['hot']['reference']['shaped']:.2f} s."]),
         *([] if not s.get("instructions") else [
             "",
             f"In valgrind's callgrind (one run each, with its cache and branch simulation: counts that do not "

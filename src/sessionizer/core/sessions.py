@@ -79,7 +79,7 @@ class SessionRules:
 class KeySessions:
     """One key's open records (sweep order) and where its open sessions start."""
 
-    __slots__ = ("times", "amounts", "labels", "starts", "closed_end", "due", "extras")
+    __slots__ = ("times", "amounts", "labels", "starts", "closed_end", "due", "extras", "counting")
 
     def __init__(self, shaped: bool = False) -> None:
         self.times = array("q")  # event times, sorted; ties keep arrival order
@@ -90,6 +90,9 @@ class KeySessions:
         self.due = 0  # the due time of this key's live heap entry
         # SPEC section 7 only: per record (counts, record id or None, values of the session aggregates)
         self.extras: list[tuple[bool, str | None, tuple]] | None = [] if shaped else None
+        # ... and whether each counts, 1 or 0, beside them: a session's count is a count of 1s in C,
+        # not a pass over tuples in Python (a harsh feed re-counts long sessions at every record).
+        self.counting: bytearray | None = bytearray() if shaped else None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -114,7 +117,7 @@ def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[in
     max_duration = _NEVER if rules.max_duration is None else rules.max_duration
     gap = rules.gap
     if weights is not None:
-        return _weighted_sweep(times, weights, begin, gap, max_events, max_duration)
+        return _weighted_sweep(times, weights, begin, known, shift, gap, max_events, max_duration)
     starts = [begin]
     start = end = times[begin]
     count = 1
@@ -131,16 +134,19 @@ def sweep(times: array, rules: SessionRules, begin: int = 0, known: frozenset[in
     return starts
 
 
-def _weighted_sweep(times: array, weights: list[int], begin: int, gap: int, max_events: int,
-                    max_duration: int) -> list[int]:
+def _weighted_sweep(times: array, weights: bytearray, begin: int, known: frozenset[int], shift: int, gap: int,
+                    max_events: int, max_duration: int) -> list[int]:
     """The sweep when some records do not count (weight 0): only a counting record is cut by
-    `max_events` (SPEC 7.1)."""
+    `max_events` (SPEC 7.1). `known` and `shift` as in `sweep`."""
     starts = [begin]
     start = end = times[begin]
     count = weights[begin]
     for index in range(begin + 1, len(times)):
         time, weight = times[index], weights[index]
         if (weight and count >= max_events) or time - end > gap or time - start > max_duration:
+            if index - shift in known:
+                starts.extend(sorted(old + shift for old in known if old + shift >= index))
+                return starts
             starts.append(index)
             start, count = time, 0
         end = time
@@ -302,7 +308,19 @@ class SessionStore:
             state.amounts[2 * at:2 * at] = array("q", (stake, win))
             state.labels.insert(at, self._label(game, channel))
             state.extras.insert(at, extra)
-            state.starts = self._resweep(state)
+            state.counting.insert(at, weight)
+            # As `_insert_out_of_order`: sessions before the one holding the record just before `at`
+            # cannot change; strictly inside a session, a record that does not count, or one that
+            # leaves it within max_events, moves no bound (later starts shift by one); else re-sweep
+            # from that session, stopping where the sweep meets an old start again.
+            keep = bisect_right(old_starts, at - 1) - 1 if at else 0
+            stop = old_starts[keep + 1] if keep + 1 < len(old_starts) else len(state.times) - 1
+            if 0 < at and old_starts[keep] < at < stop and (
+                    not weight or self._count(state, old_starts[keep], stop + 1) - weight < self._max_events):
+                state.starts = old_starts[:keep + 1] + [first + 1 for first in old_starts[keep + 1:]]
+            else:
+                state.starts = old_starts[:keep] + self._resweep(state, old_starts[keep],
+                                                                 frozenset(old_starts[keep + 1:]), shift=1)
             session = bisect_right(state.starts, at) - 1
             first = state.starts[session]
             stop = state.starts[session + 1] if session + 1 < len(state.starts) else len(state.times)
@@ -311,6 +329,7 @@ class SessionStore:
                 del state.amounts[2 * at:2 * at + 2]
                 del state.labels[at]
                 del state.extras[at]
+                del state.counting[at]
                 state.starts = old_starts
                 return False
             self._settle(key, state, now, emit)
@@ -329,16 +348,19 @@ class SessionStore:
         state.amounts.append(win)
         state.labels.append(self._label(game, channel))
         state.extras.append(extra)
+        state.counting.append(1 if extra[0] else 0)
 
-    def _resweep(self, state: KeySessions) -> list[int]:
-        weights = None if self.rules.all_count else [1 if extra[0] else 0 for extra in state.extras]
-        return sweep(state.times, self.rules, weights=weights)
+    def _resweep(self, state: KeySessions, begin: int = 0, known: frozenset[int] = frozenset(),
+                 shift: int = 0) -> list[int]:
+        """A shaped key's session starts from `begin` (`known`, `shift`: as `sweep`'s)."""
+        weights = None if self.rules.all_count else state.counting
+        return sweep(state.times, self.rules, begin, known, shift, weights=weights)
 
     def _count(self, state: KeySessions, first: int, stop: int) -> int:
         """The records of [first, stop) that count towards event_count and max_events."""
-        if state.extras is None or self.rules.all_count:
+        if state.counting is None or self.rules.all_count:
             return stop - first
-        return sum(1 for extra in state.extras[first:stop] if extra[0])
+        return state.counting.count(1, first, stop)
 
     def _release(self, key: str, extras: list[tuple[bool, str | None, tuple]]) -> None:
         """The ids of records that leave this store."""
@@ -469,6 +491,7 @@ class SessionStore:
             if state.extras is not None:
                 self._release(key, state.extras[first:stop])
                 del state.extras[first:stop]
+                del state.counting[first:stop]
         state.starts = starts
 
     def _emit_session(self, key: str, state: KeySessions, first: int, stop: int, emit: Emit,
@@ -572,6 +595,7 @@ class SessionStore:
             plain = (True, None, (None,) * len(self.aggregates))  # a state written before the job was shaped
             state.extras = [(counts, record_id, tuple(values)) for counts, record_id, values in more[0]] if more \
                 else [plain] * len(state.times)
+            state.counting = bytearray(1 if counts else 0 for counts, _, _ in state.extras)
             for _, record_id, _ in state.extras:
                 if record_id is not None:
                     self.ids.hold(key, record_id)
