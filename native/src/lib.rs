@@ -498,6 +498,11 @@ impl Engine {
             .collect()
     }
 
+    /// The id registry's long texts: (bytes held, bytes of its buffer).
+    fn id_text_bytes(&self) -> (usize, usize) {
+        self.ids.borrow().long_text_bytes()
+    }
+
     fn open_windows(&self) -> usize {
         self.sessions.as_ref().map_or(0, SessionStore::open_count)
             + self.rolling.iter().map(|r| r.store.open_count()).sum::<usize>()
