@@ -52,6 +52,10 @@ def test_committed_output_equals_replay_per_partition(bootstrap, tmp_path):
     per_partition = job.produce(lines, chosen)
     run = job.start("one", runtime='idle_timeout = "off"')
     job.wait_until_consumed(600, [run])
+    # A status line comes every status_interval (2 s): a run that consumed all in less waits for one.
+    deadline = time.monotonic() + 15
+    while "msg=status" not in run.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert run.stop() == 0
     assert_same_as_replay(job, per_partition)
     log = run.log_text()
