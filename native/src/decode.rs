@@ -337,6 +337,7 @@ pub struct ShapedPart<'a> {
     pub id: Option<Cow<'a, str>>,
     pub values: Values, // a value per aggregate, sessions' first; the rolling aggregates' only when `row` is set
     pub row: Option<Row>, // the record's row, when the sessions derive their aggregates' values
+    pub id_hash: Option<u64>, // the hash of (key, id), when the registry was warmed for it ahead
 }
 
 pub enum Decoded<'a> {
@@ -961,7 +962,7 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
             if slots.negate {
                 (stake, win) = (-stake, -win);
             }
-            Some(ShapedPart { counts: slots.counts, id, values: read, row })
+            Some(ShapedPart { counts: slots.counts, id, values: read, row, id_hash: None })
         }
         _ => None,
     };

@@ -30,7 +30,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use decode::{Decoded, Fields, ShapeFields};
+use decode::{Decoded, Event, Fields, ShapeFields};
 use sessions::{Key, RecordValues, SessionRules, SessionStore, ShapedRecords, Spin, NO_CLOSED_END, NO_ID};
 use shapes::{Aggregate, IdRegistry, Ids, Kind, Row, Value, Values};
 use windows::{Totals, WindowExtra, WindowStore, ADDED};
@@ -42,6 +42,8 @@ const LATE: u8 = 2; // aggregated where it could be; `late` says for which aggre
 const DUPLICATE: u8 = 3; // a copy of a record an open session or window holds (SPEC 7.2): nothing done
 
 const NO_TIME: i64 = -1;
+/// Lines a job with ids decodes ahead in replay, warming the id registry for them (`feed_text`).
+const WARM_AHEAD: usize = 8;
 
 struct Rolling {
     store: WindowStore,
@@ -88,9 +90,26 @@ fn strip_line(line: &[u8]) -> Option<&[u8]> {
 impl Engine {
     fn feed_raw(&mut self, raw: &[u8], kafka_timestamp: Option<i64>) -> u8 {
         self.read += 1;
-        // Borrowed where it was decoded, not moved out (a shaped record's is a few hundred bytes).
         let mut decoded = decode::decode(&self.fields, raw, kafka_timestamp);
-        let event = match &mut decoded {
+        self.feed_decoded(&mut decoded)
+    }
+
+    /// Warms the id registry for the ids of `batch`, records about to be fed (see `feed_text`).
+    fn warm<'a, 'b: 'a>(&self, batch: impl Iterator<Item = &'a mut Decoded<'b>>) {
+        let registry = self.ids.borrow();
+        for decoded in batch {
+            if let Decoded::Event(Event { key, shaped: Some(part), .. }) = decoded {
+                if let Some(id) = &part.id {
+                    part.id_hash = Some(registry.warm(key, id));
+                }
+            }
+        }
+    }
+
+    /// `feed_raw` of a record decoded (and counted as read).
+    fn feed_decoded(&mut self, decoded: &mut Decoded) -> u8 {
+        // Borrowed where it was decoded, not moved out (a shaped record's is a few hundred bytes).
+        let event = match decoded {
             Decoded::Event(event) => event,
             Decoded::Skip => {
                 self.skipped += 1;
@@ -108,7 +127,8 @@ impl Engine {
                                    event.channel.as_deref(), &groups),
             Some(part) => self.aggregate_shaped(&event.key, event.time, event.stake, event.win,
                                                 event.game.as_deref(), event.channel.as_deref(), &groups,
-                                                part.counts, part.id.as_deref(), &mut part.values, part.row),
+                                                part.counts, part.id.as_deref(), part.id_hash, &mut part.values,
+                                                part.row),
         }
     }
 
@@ -142,10 +162,10 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_shaped(&mut self, key: &str, time: i64, stake: i64, win: i64, game: Option<&str>,
                         channel: Option<&str>, groups: &[Option<&str>], counts: bool, record_id: Option<&str>,
-                        values: &mut [Option<Value>], row: Option<Row>) -> u8 {
+                        id_hash: Option<u64>, values: &mut [Option<Value>], row: Option<Row>) -> u8 {
         let slot = match record_id { // (key, id) as the registry holds it, with a holder: the session's
             None => None,
-            Some(id) => match shapes::take(&self.ids, key, id) {
+            Some(id) => match shapes::take(&self.ids, key, id, id_hash) {
                 None => {
                     self.late_key.clear();
                     self.late_key.push_str(key);
@@ -311,17 +331,45 @@ impl Engine {
         let text = all.get(..stop).ok_or_else(|| PyValueError::new_err("stop is past the text's end"))?;
         let mut at = start;
         let mut lines = 0;
+        // A job with ids decodes a few lines ahead and warms the id registry for them before it
+        // takes them: each record's hold misses the cache (a table of every id held), and misses
+        // asked for together overlap. Decoding reads nothing the records change, so the lines
+        // decoded past one that stops (for Python) are simply decoded again by the next call.
+        if !self.has_id { // line by line
+            while at < text.len() {
+                let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
+                lines += 1;
+                if let Some(raw) = strip_line(&text[at..end]) {
+                    match self.feed_raw(raw, None) {
+                        DONE => {}
+                        DUPLICATE => self.duplicates.push((at, end, lines, self.late_key.clone(), self.duplicate_id.clone())),
+                        outcome => return Ok((at, end, lines, outcome, self.duplicates.len())),
+                    }
+                }
+                at = end;
+            }
+            return Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()));
+        }
+        let mut batch: Vec<(usize, usize, usize, Decoded)> = Vec::with_capacity(WARM_AHEAD);
         while at < text.len() {
-            let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
-            lines += 1;
-            if let Some(raw) = strip_line(&text[at..end]) {
-                match self.feed_raw(raw, None) {
+            while batch.len() < WARM_AHEAD && at < text.len() {
+                let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
+                lines += 1;
+                if let Some(raw) = strip_line(&text[at..end]) {
+                    batch.push((at, end, lines, decode::decode(&self.fields, raw, None)));
+                }
+                at = end;
+            }
+            self.warm(batch.iter_mut().map(|(_, _, _, decoded)| decoded));
+            for (line_at, end, line, decoded) in batch.iter_mut() { // in place: a record is a few hundred bytes
+                self.read += 1;
+                match self.feed_decoded(decoded) {
                     DONE => {}
-                    DUPLICATE => self.duplicates.push((at, end, lines, self.late_key.clone(), self.duplicate_id.clone())),
-                    outcome => return Ok((at, end, lines, outcome, self.duplicates.len())),
+                    DUPLICATE => self.duplicates.push((*line_at, *end, *line, self.late_key.clone(), self.duplicate_id.clone())),
+                    outcome => return Ok((*line_at, *end, *line, outcome, self.duplicates.len())),
                 }
             }
-            at = end;
+            batch.clear();
         }
         Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()))
     }
@@ -338,36 +386,64 @@ impl Engine {
         let (error, partition_of, offset_of, value_of, timestamp_of) =
             (intern!(py, "error"), intern!(py, "partition"), intern!(py, "offset"), intern!(py, "value"),
              intern!(py, "timestamp"));
+        // As `feed_text`: a job with ids takes its messages a few at a time, decoded and warmed first.
+        let ahead = if self.has_id { WARM_AHEAD } else { 1 };
         let mut fed = 0;
-        for index in start..messages.len() {
-            let message = messages.get_item(index)?;
-            if !message.call_method0(error)?.is_none() || message.call_method0(partition_of)?.extract::<i64>()? != partition {
-                return Ok((index, next_offset, fed, DONE, self.duplicates.len()));
-            }
-            let offset: i64 = message.call_method0(offset_of)?.extract()?;
-            if offset < next_offset {
-                return Ok((index, next_offset, fed, DONE, self.duplicates.len()));
-            }
-            let kafka_timestamp = if with_timestamp {
-                let (kind, timestamp): (i64, i64) = message.call_method0(timestamp_of)?.extract()?;
-                (kind != 0).then_some(timestamp)
-            } else {
-                None
-            };
-            let value = message.call_method0(value_of)?;
-            next_offset = offset + 1;
-            fed += 1;
-            let outcome = match value.downcast::<PyBytes>() {
-                Ok(bytes) => self.feed_raw(bytes.as_bytes(), kafka_timestamp),
-                Err(_) => {
-                    self.read += 1;
-                    FALLBACK
+        let mut index = start;
+        let mut batch: Vec<(usize, i64, Option<i64>, Bound<'_, PyAny>)> = Vec::with_capacity(ahead);
+        loop {
+            // The next messages of this partition at or after the next offset; `foreign`: the one
+            // after them is not (the feed stops there, once those before it are taken).
+            let mut foreign = false;
+            let mut expected = next_offset;
+            while batch.len() < ahead && index < messages.len() {
+                let message = messages.get_item(index)?;
+                if !message.call_method0(error)?.is_none() || message.call_method0(partition_of)?.extract::<i64>()? != partition {
+                    foreign = true;
+                    break;
                 }
-            };
-            match outcome {
-                DONE => {}
-                DUPLICATE => self.duplicates.push((index, index, 0, self.late_key.clone(), self.duplicate_id.clone())),
-                outcome => return Ok((index, next_offset, fed, outcome, self.duplicates.len())),
+                let offset: i64 = message.call_method0(offset_of)?.extract()?;
+                if offset < expected {
+                    foreign = true;
+                    break;
+                }
+                let kafka_timestamp = if with_timestamp {
+                    let (kind, timestamp): (i64, i64) = message.call_method0(timestamp_of)?.extract()?;
+                    (kind != 0).then_some(timestamp)
+                } else {
+                    None
+                };
+                batch.push((index, offset, kafka_timestamp, message.call_method0(value_of)?));
+                expected = offset + 1;
+                index += 1;
+            }
+            let mut decoded: Vec<Option<Decoded>> = batch.iter().map(|(_, _, kafka_timestamp, value)| {
+                value.downcast::<PyBytes>().ok().map(|bytes| decode::decode(&self.fields, bytes.as_bytes(), *kafka_timestamp))
+            }).collect();
+            if ahead > 1 {
+                self.warm(decoded.iter_mut().flatten());
+            }
+            for ((at, offset, _, _), decoded) in batch.iter().zip(decoded.iter_mut()) {
+                next_offset = offset + 1;
+                fed += 1;
+                self.read += 1;
+                let outcome = match decoded {
+                    Some(decoded) => self.feed_decoded(decoded),
+                    None => FALLBACK, // not bytes (a null value)
+                };
+                match outcome {
+                    DONE => {}
+                    DUPLICATE => self.duplicates.push((*at, *at, 0, self.late_key.clone(), self.duplicate_id.clone())),
+                    outcome => return Ok((*at, next_offset, fed, outcome, self.duplicates.len())),
+                }
+            }
+            drop(decoded);
+            batch.clear();
+            if foreign {
+                return Ok((index, next_offset, fed, DONE, self.duplicates.len()));
+            }
+            if index == messages.len() {
+                break;
             }
         }
         Ok((messages.len(), next_offset, fed, DONE, self.duplicates.len()))
@@ -405,7 +481,7 @@ impl Engine {
         let mut values = values.into_iter().map(|value| value.map(|v| value_of(&v)).transpose())
             .collect::<PyResult<Values>>()?;
         let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
-        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, &mut values, None))
+        Ok(self.aggregate_shaped(key, time, stake, win, game_code, channel, &groups, counts, record_id, None, &mut values, None))
     }
 
     /// A record Python handled without the engine (not JSON, or skipped): counts only.

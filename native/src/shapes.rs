@@ -450,13 +450,29 @@ impl IdRegistry {
         (text(key), text(id))
     }
 
+    /// The hash of (key, id), its table lines and candidate slots asked for ahead of its `hold`: a
+    /// lookup that finds nothing (it only asks for each candidate's line), so that the holds of a
+    /// batch of records find their lines cached, their misses overlapped here.
+    pub fn warm(&self, key: &str, id: &str) -> u64 {
+        let hash = self.hasher.hash_one((key, id));
+        let slots = &self.slots;
+        let _ = self.table.find(hash, |&slot| {
+            if let Some(held) = slots.get(slot as usize) {
+                prefetch_line(held);
+            }
+            false
+        });
+        hash
+    }
+
     /// The slot of (key, id), with one more holder; `fresh`: it was not held (else, a duplicate).
-    fn hold(&mut self, key: &str, id: &str) -> (u32, bool) {
+    /// `hash`: (key, id)'s, when `warm` made it.
+    fn hold(&mut self, key: &str, id: &str, hash: Option<u64>) -> (u32, bool) {
         if self.table.len() >= (4 * self.held_at_rebuild).max(1024)
             || self.texts.len() >= (2 * self.texts_at_rebuild).max(1 << 20) {
             self.rebuild();
         }
-        let hash = self.hasher.hash_one((key, id));
+        let hash = hash.unwrap_or_else(|| self.hasher.hash_one((key, id)));
         let now = self.now;
         let IdRegistry { table, slots, texts, free, .. } = self;
         let entry = table.entry(hash, |&slot| slots[slot as usize].is(texts, key, id), |&slot| slots[slot as usize].hash);
@@ -551,9 +567,9 @@ fn new_slot(slots: &mut Vec<Slot>, texts: &mut Vec<u8>, free: &mut Vec<u32>, now
 /// The slot of a new record's (key, id), with one holder for the caller to hand on (to the session
 /// taking the record) or release; None: an open session or window holds a record of this key with
 /// this id (the new one is a duplicate).
-pub fn take(ids: &Ids, key: &str, id: &str) -> Option<u32> {
+pub fn take(ids: &Ids, key: &str, id: &str, hash: Option<u64>) -> Option<u32> {
     let mut registry = ids.borrow_mut();
-    let (slot, fresh) = registry.hold(key, id);
+    let (slot, fresh) = registry.hold(key, id, hash);
     if !fresh {
         registry.release(slot); // the holder just added: nothing holds this copy
         return None;
@@ -563,13 +579,13 @@ pub fn take(ids: &Ids, key: &str, id: &str) -> Option<u32> {
 
 /// The slot of (key, id) read back from a session's state, with one holder (the record's).
 pub fn hold(ids: &Ids, key: &str, id: &str) -> u32 {
-    ids.borrow_mut().hold(key, id).0
+    ids.borrow_mut().hold(key, id, None).0
 }
 
 /// The slot of (key, id) read back from a window's state, held by that window until `close_at`.
 pub fn hold_for_window(ids: &Ids, key: &str, id: &str, close_at: i64) -> u32 {
     let mut registry = ids.borrow_mut();
-    let (slot, _) = registry.hold(key, id);
+    let (slot, _) = registry.hold(key, id, None);
     registry.hold_until(slot, close_at);
     registry.release(slot); // held by its window's close time, not as a holder
     slot

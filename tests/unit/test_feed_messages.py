@@ -76,3 +76,24 @@ def test_the_kafka_timestamp_is_the_event_time_only_when_asked_for():
     part.end_of_input()
     assert part.drain() == one_by_one(new_partition(job(time="@timestamp")), messages, True)
     assert part.stats.valid == 2
+
+
+def test_a_run_of_records_with_ids_read_ahead_stops_where_one_by_one_would():
+    """A job with ids decodes messages a few at a time ahead of taking them (warming its id registry):
+    a run still stops at the first message of another partition, and its copies, junk and a null
+    value (in and across those batches) come out as one by one."""
+    raws = [line("a", n, stake="1", tx=f"t{n % 13}") for n in range(30)]
+    raws[4], raws[9], raws[17] = b"not json", None, raws[16]  # junk and a null mid-batch; a copy
+    messages = [Message(raw, 0, 5 + offset) for offset, raw in enumerate(raws)]
+    messages.append(Message(line("a", 40, tx="t40"), 1, 0))
+
+    def fed(part):
+        return part.feed_messages(messages, 0, 0, 5, False)
+
+    part = new_partition(job(id="tx"), describe_source=lambda m: {"offset": m.offset()})
+    assert fed(part) == (30, 35, 30)
+    part.end_of_input()
+    expected = one_by_one(new_partition(job(id="tx"), describe_source=lambda m: {"offset": m.offset()}), messages[:30], False)
+    assert part.drain() == expected
+    assert sum(o.topic == "xp-dead-letter" for o in expected) >= 3  # junk, null, and the copies of t0..t3
+    assert part.feed_messages([messages[2], messages[3]], 0, 0, 35, False) == (0, 35, 0)  # offsets already fed
