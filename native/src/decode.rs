@@ -867,6 +867,12 @@ fn event_time(token: &Token, last_date: &Cell<Option<LastDate>>) -> Option<i64> 
     }
 }
 
+/// `decode` into `out` (a record is a few hundred bytes: written where it is kept, not copied there).
+pub fn decode_into<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>, out: &mut Decoded<'a>) {
+    *out = decode(fields, raw, kafka_timestamp);
+}
+
+#[inline(always)]
 pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) -> Decoded<'a> {
     let Ok(text) = simdutf8::basic::from_utf8(raw) else { return Decoded::Fallback }; // SIMD: several times std's speed
     // The fields' tokens: on the stack for the usual few group_by paths (no allocation per record).

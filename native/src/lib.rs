@@ -350,26 +350,30 @@ impl Engine {
             }
             return Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()));
         }
-        let mut batch: Vec<(usize, usize, usize, Decoded)> = Vec::with_capacity(WARM_AHEAD);
+        // In place (a record is a few hundred bytes): decoded where it is kept, taken from there.
+        let mut batch: [Decoded; WARM_AHEAD] = std::array::from_fn(|_| Decoded::Skip);
+        let mut places = [(0, 0, 0); WARM_AHEAD]; // each one's (start, end, line number)
         while at < text.len() {
-            while batch.len() < WARM_AHEAD && at < text.len() {
+            let mut count = 0;
+            while count < WARM_AHEAD && at < text.len() {
                 let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
                 lines += 1;
                 if let Some(raw) = strip_line(&text[at..end]) {
-                    batch.push((at, end, lines, decode::decode(&self.fields, raw, None)));
+                    decode::decode_into(&self.fields, raw, None, &mut batch[count]);
+                    places[count] = (at, end, lines);
+                    count += 1;
                 }
                 at = end;
             }
-            self.warm(batch.iter_mut().map(|(_, _, _, decoded)| decoded));
-            for (line_at, end, line, decoded) in batch.iter_mut() { // in place: a record is a few hundred bytes
+            self.warm(batch[..count].iter_mut());
+            for (decoded, &(line_at, end, line)) in batch[..count].iter_mut().zip(&places) {
                 self.read += 1;
                 match self.feed_decoded(decoded) {
                     DONE => {}
-                    DUPLICATE => self.duplicates.push((*line_at, *end, *line, self.late_key.clone(), self.duplicate_id.clone())),
-                    outcome => return Ok((*line_at, *end, *line, outcome, self.duplicates.len())),
+                    DUPLICATE => self.duplicates.push((line_at, end, line, self.late_key.clone(), self.duplicate_id.clone())),
+                    outcome => return Ok((line_at, end, line, outcome, self.duplicates.len())),
                 }
             }
-            batch.clear();
         }
         Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()))
     }
