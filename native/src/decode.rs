@@ -939,7 +939,7 @@ pub fn decode<'a>(fields: &Fields, raw: &'a [u8], kafka_timestamp: Option<i64>) 
                     None => return Decoded::Fallback, // not a record id: Python names it
                 },
             };
-            let mut read = Values::with_capacity(shape.aggregates.len());
+            let mut read = Values::new(); // in line for up to four (a call to size it cost more than it saved)
             // The sessions' values when they derive them: read as the stake, win, game or channel
             // (and checked there); the row says which, and whether the amounts were there.
             let derived = shape.aggregates.first().is_some_and(|aggregate| aggregate.derived);
