@@ -42,7 +42,7 @@ const LATE: u8 = 2; // aggregated where it could be; `late` says for which aggre
 const DUPLICATE: u8 = 3; // a copy of a record an open session or window holds (SPEC 7.2): nothing done
 
 const NO_TIME: i64 = -1;
-/// Lines a job with ids decodes ahead in replay, warming the id registry for them (`feed_text`).
+/// Records a job with ids decodes ahead, warming the id registry for them (`feed_text`, `feed_messages`).
 const WARM_AHEAD: usize = 8;
 
 struct Rolling {
@@ -335,27 +335,13 @@ impl Engine {
         // takes them: each record's hold misses the cache (a table of every id held), and misses
         // asked for together overlap. Decoding reads nothing the records change, so the lines
         // decoded past one that stops (for Python) are simply decoded again by the next call.
-        if !self.has_id { // line by line
-            while at < text.len() {
-                let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
-                lines += 1;
-                if let Some(raw) = strip_line(&text[at..end]) {
-                    match self.feed_raw(raw, None) {
-                        DONE => {}
-                        DUPLICATE => self.duplicates.push((at, end, lines, self.late_key.clone(), self.duplicate_id.clone())),
-                        outcome => return Ok((at, end, lines, outcome, self.duplicates.len())),
-                    }
-                }
-                at = end;
-            }
-            return Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()));
-        }
+        let ahead = if self.has_id { WARM_AHEAD } else { 1 };
         // In place (a record is a few hundred bytes): decoded where it is kept, taken from there.
         let mut batch: [Decoded; WARM_AHEAD] = std::array::from_fn(|_| Decoded::Skip);
         let mut places = [(0, 0, 0); WARM_AHEAD]; // each one's (start, end, line number)
         while at < text.len() {
             let mut count = 0;
-            while count < WARM_AHEAD && at < text.len() {
+            while count < ahead && at < text.len() {
                 let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n + 1);
                 lines += 1;
                 if let Some(raw) = strip_line(&text[at..end]) {
@@ -365,7 +351,9 @@ impl Engine {
                 }
                 at = end;
             }
-            self.warm(batch[..count].iter_mut());
+            if ahead > 1 {
+                self.warm(batch[..count].iter_mut());
+            }
             for (decoded, &(line_at, end, line)) in batch[..count].iter_mut().zip(&places) {
                 self.read += 1;
                 match self.feed_decoded(decoded) {
@@ -421,21 +409,18 @@ impl Engine {
                 expected = offset + 1;
                 index += 1;
             }
-            let mut decoded: Vec<Option<Decoded>> = batch.iter().map(|(_, _, kafka_timestamp, value)| {
-                value.downcast::<PyBytes>().ok().map(|bytes| decode::decode(&self.fields, bytes.as_bytes(), *kafka_timestamp))
+            let mut decoded: Vec<Decoded> = batch.iter().map(|(_, _, kafka_timestamp, value)| match value.downcast::<PyBytes>() {
+                Ok(bytes) => decode::decode(&self.fields, bytes.as_bytes(), *kafka_timestamp),
+                Err(_) => Decoded::Fallback, // not bytes (a null value): Python names it
             }).collect();
             if ahead > 1 {
-                self.warm(decoded.iter_mut().flatten());
+                self.warm(decoded.iter_mut());
             }
             for ((at, offset, _, _), decoded) in batch.iter().zip(decoded.iter_mut()) {
                 next_offset = offset + 1;
                 fed += 1;
                 self.read += 1;
-                let outcome = match decoded {
-                    Some(decoded) => self.feed_decoded(decoded),
-                    None => FALLBACK, // not bytes (a null value)
-                };
-                match outcome {
+                match self.feed_decoded(decoded) {
                     DONE => {}
                     DUPLICATE => self.duplicates.push((*at, *at, 0, self.late_key.clone(), self.duplicate_id.clone())),
                     outcome => return Ok((*at, next_offset, fed, outcome, self.duplicates.len())),
