@@ -71,8 +71,41 @@ pub struct Engine {
     // letters (which change nothing here) are written by Python for a whole chunk at once, not one
     // return to Python per copy (each found the interpreter's code and data cold: 9 us a copy).
     duplicates: Vec<(usize, usize, usize, String, String)>,
+    // The dead letters of DUPLICATEs `feed_text` went past, written here when it is given their
+    // pieces (`LetterPieces`): (key, letter), for Python to take with `take_duplicate_letters`.
+    letters: Vec<(String, Vec<u8>)>,
     ids: Ids,
     has_id: bool, // records have an id: the registry follows stream time
+}
+
+/// A duplicate's dead letter as Python writes it (`envelope.dead_letter`), in four pieces around
+/// what differs from one duplicate to the next: the id described in its detail (as `describe`
+/// does: quoted, and cut to 37 characters and `...` past 40; the quotes are in the pieces), the
+/// record, and its line number in its source. Python makes the pieces from a letter it writes with
+/// stand-ins for the three, so that the wording stays Python's.
+#[derive(FromPyObject)]
+struct LetterPieces(PyBackedBytes, PyBackedBytes, PyBackedBytes, PyBackedBytes);
+
+impl LetterPieces {
+    fn letter(&self, id: &str, record: &[u8], line: usize) -> Vec<u8> {
+        let mut letter = Vec::with_capacity(self.0.len() + self.1.len() + self.2.len() + self.3.len() + record.len() + 64);
+        letter.extend_from_slice(&self.0);
+        match id.char_indices().nth(40) {
+            None => output::json_string_body(&mut letter, id),
+            Some(_) => {
+                let cut = id.char_indices().nth(37).map_or(id.len(), |(at, _)| at);
+                output::json_string_body(&mut letter, &id[..cut]);
+                letter.extend_from_slice(b"...");
+            }
+        }
+        letter.extend_from_slice(&self.1);
+        // Valid UTF-8: the decoder read the whole line (else Python would have decoded it).
+        output::json_string_body(&mut letter, std::str::from_utf8(record).expect("a decoded record is UTF-8"));
+        letter.extend_from_slice(&self.2);
+        output::int(&mut letter, line);
+        letter.extend_from_slice(&self.3);
+        letter
+    }
 }
 
 /// A replay line without its end; None for a blank one (as `sessionizer/replay.py` reads lines).
@@ -220,6 +253,11 @@ impl Engine {
         self.outcome(key, time)
     }
 
+    /// Duplicates gone past, their dead letters not yet taken (written or not).
+    fn pending_duplicates(&self) -> usize {
+        self.duplicates.len() + self.letters.len()
+    }
+
     /// DONE, or LATE with the record's key and time kept for `late()` (`self.late` says where).
     fn outcome(&mut self, key: &str, time: i64) -> u8 {
         if self.late.is_empty() {
@@ -309,6 +347,7 @@ impl Engine {
             late_time: 0,
             duplicate_id: String::new(),
             duplicates: Vec::new(),
+            letters: Vec::new(),
             ids,
             has_id,
         })
@@ -320,8 +359,12 @@ impl Engine {
     /// duplicates pending). Duplicates are gone past, and kept for `take_duplicates` (their dead letters
     /// come before the line that stopped). Blank lines are passed over. The same lines as a file's
     /// `readlines()`, without making them Python objects. `text` is any contiguous buffer of bytes
-    /// (replay reads its input into one reused bytearray).
-    fn feed_text(&mut self, text: PyBuffer<u8>, start: usize, stop: usize) -> PyResult<(usize, usize, usize, u8, usize)> {
+    /// (replay reads its input into one reused bytearray). With `letters` (the number of the line at
+    /// `start`, and the pieces of a duplicate's dead letter that Python wrote: see `LetterPieces`),
+    /// duplicates' dead letters are written here, for `take_duplicate_letters`.
+    #[pyo3(signature = (text, start, stop, letters=None))]
+    fn feed_text(&mut self, text: PyBuffer<u8>, start: usize, stop: usize,
+                 letters: Option<(usize, LetterPieces)>) -> PyResult<(usize, usize, usize, u8, usize)> {
         if !text.is_c_contiguous() {
             return Err(PyValueError::new_err("the text must be a contiguous buffer"));
         }
@@ -358,12 +401,19 @@ impl Engine {
                 self.read += 1;
                 match self.feed_decoded(decoded) {
                     DONE => {}
-                    DUPLICATE => self.duplicates.push((line_at, end, line, self.late_key.clone(), self.duplicate_id.clone())),
-                    outcome => return Ok((line_at, end, line, outcome, self.duplicates.len())),
+                    DUPLICATE => match &letters {
+                        Some((first_line, pieces)) => {
+                            let raw = strip_line(&text[line_at..end]).expect("a record's line is not blank");
+                            let letter = pieces.letter(&self.duplicate_id, raw, first_line + line - 1);
+                            self.letters.push((self.late_key.clone(), letter));
+                        }
+                        None => self.duplicates.push((line_at, end, line, self.late_key.clone(), self.duplicate_id.clone())),
+                    },
+                    outcome => return Ok((line_at, end, line, outcome, self.pending_duplicates())),
                 }
             }
         }
-        Ok((text.len(), text.len(), lines, DONE, self.duplicates.len()))
+        Ok((text.len(), text.len(), lines, DONE, self.pending_duplicates()))
     }
 
     /// Kafka messages from `start` while each is a record of `partition` at or after `next_offset`:
@@ -489,6 +539,11 @@ impl Engine {
     /// (message index, the same, 0, key, id).
     fn take_duplicates(&mut self) -> Vec<(usize, usize, usize, String, String)> {
         std::mem::take(&mut self.duplicates)
+    }
+
+    /// The dead letters `feed_text` wrote since the last call, in input order: (key, letter).
+    fn take_duplicate_letters<'py>(&mut self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
+        self.letters.drain(..).map(|(key, letter)| (key, PyBytes::new(py, &letter))).collect()
     }
 
     /// (key, record id) of the last DUPLICATE record.

@@ -7,6 +7,12 @@ const MICROS: i128 = 1_000_000;
 /// `\b \t \n \f \r` or `\u00xx` (lowercase), everything else as UTF-8.
 pub fn json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
+    json_string_body(out, text);
+    out.push(b'"');
+}
+
+/// `json_string` without its quotes: `text` escaped as inside a JSON string.
+pub fn json_string_body(out: &mut Vec<u8>, text: &str) {
     for &byte in text.as_bytes() {
         match byte {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -25,7 +31,6 @@ pub fn json_string(out: &mut Vec<u8>, text: &str) {
             _ => out.push(byte),
         }
     }
-    out.push(b'"');
 }
 
 fn json_label(out: &mut Vec<u8>, text: Option<&str>) {

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionizer.core.events import InputFields
-from sessionizer.core.native import NativePartition
+from sessionizer.core.native import NativePartition, duplicate_letter_pieces
 from sessionizer.core.partition import Partition
 from sessionizer.core.sessions import SessionRules
 from sessionizer.core.spec import JobSpec, RollingOutput, SessionOutput
@@ -344,7 +344,9 @@ shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window
 # alike, and leave the rest to the Python decoder's dead letters.
 wild = st.sampled_from([orjson.Fragment(n) for n in ("1.50", "-0.5", "1e2", "-0", "7", "-3", "0.0000001", "1000000000001",
                                                       "123456789012345678901")]
-                       + ["1", "-2.25", "--1", "1.", ".5", "", "é\n\"x", "\u2028", True, False, None, [], {"a": 1}])
+                       + ["1", "-2.25", "--1", "1.", ".5", "", "é\n\"x", "\u2028", True, False, None, [], {"a": 1},
+                          # ids a dead letter's detail describes whole (40 characters) or cut (41)
+                          "ñ" * 40, "ü" * 38 + '"\\x'])
 
 
 @st.composite
@@ -436,6 +438,39 @@ def test_replay_text_goes_through_both_cores_alike_for_shaped_records(job, feed_
     """The compiled core goes past duplicates in a chunk and hands them back together: their dead
     letters must still come in input order among the others (late, invalid), with their lines."""
     test_replay_text_goes_through_both_cores_alike.hypothesis.inner_test(job, feed_lines, split)
+
+
+@pytest.mark.parametrize("label", ["in.jsonl", 'a "quoted"\\ é\tfile', "id-5f0c2e9a7b.jsonl"])
+@pytest.mark.parametrize("describe_source", [lambda s: {"file": s[0], "line": s[1]}, None, lambda s: "somewhere"],
+                         ids=["file and line", "as given", "no line"])
+def test_duplicates_dead_letters_in_replay_are_the_same_bytes(label, describe_source):
+    """The compiled core writes the dead letters of the duplicates it goes past in replay from pieces
+    of one Python wrote (the wording stays Python's): ids described whole or cut, records that need
+    escaping, any file name; where the pieces cannot be found (a file named like a stand-in, a source
+    without the line) it hands the duplicates back to Python instead. Either way, Python's bytes."""
+    job = shaped_job(SessionRules(gap=50, grace=0), [WindowRules(size=100, advance=100, grace=0)])
+    pieces = duplicate_letter_pieces(job.fields.id, label, describe_source)
+    assert (pieces is not None) == ("5f0c2e9a7b" not in label and (describe_source is None or
+                                                                  describe_source(("", 1)) != "somewhere"))
+    ids = ["t1", "", "ñ" * 40, "ü" * 38 + '"\\x', "é\n\"x\u2028\u0001" * 9, "u" * 200]
+    lines = []
+    for n, record_id in enumerate(ids):
+        line = orjson.dumps({"user_id": "p\"1", "timestamp": n, "type": "BET", "id": record_id,
+                             "value": {"stake": "1.5", "win": "0", "game_code": "g\u0007"}})
+        lines += [line, line, b"", line]  # each copy a duplicate; a blank line counts as a line
+    text = b"\n".join(lines) + b"\n"
+    results = []
+    for core in (NativePartition, Partition):
+        part = core(job, describe_source=describe_source)
+        read = part.feed_text(text, len(text), label, 5)
+        part.end_of_input()
+        results.append((part.drain_lines_by_topic(), part.stats.dead_letters, read))
+    assert results[0] == results[1]
+    assert results[0][1] == {"duplicate": 2 * (len(ids) - 1), "bad_field": 3}  # an empty id is a wrong one
+    _, text_out = results[0][0][job.dead_letter_topic]  # (count, lines)
+    letters = [letter for letter in map(orjson.loads, text_out.splitlines()) if letter["error"] == "duplicate"]
+    assert letters[0]["detail"] == 'id: "t1" is the id of a record of this key still held by an open session or window'
+    assert letters[4]["detail"].startswith('id: "' + "ü" * 37 + '..." is the id')
 
 
 class Fetched:

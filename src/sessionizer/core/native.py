@@ -100,6 +100,8 @@ class NativePartition:
         self._stats = PartitionStats()
         self._saved_stream_time = -1
         self._dead_letters: list[tuple[str | None, bytes]] = []
+        self._letter_label: str | None = None  # the replay file of `_letter_pieces_of_label`
+        self._letter_pieces_of_label: tuple[bytes, bytes, bytes, bytes] | None = None
         f = spec.fields
         group_paths = tuple(dict.fromkeys(
             r.group_by for r in spec.rolling if r.group_by is not None and r.group_by != f.key))
@@ -146,8 +148,10 @@ class NativePartition:
 
     def feed_text(self, text: bytes | bytearray, stop: int, label: str, first_line: int) -> int:
         engine, at, line = self._engine, 0, first_line
+        pieces = self._letter_pieces(label)
         while True:
-            begin, at, lines, outcome, duplicates = engine.feed_text(text, at, stop)
+            begin, at, lines, outcome, duplicates = engine.feed_text(text, at, stop,
+                                                                     None if pieces is None else (line, pieces))
             if duplicates:  # copies the engine went past: their dead letters first, as they came first
                 self._passed_duplicates(lambda begin, end, lines: (replay_record(bytes(text[begin:end])),
                                                                    (label, line + lines - 1)))
@@ -156,9 +160,25 @@ class NativePartition:
                 return line - first_line
             self._follow_up(outcome, replay_record(bytes(text[begin:at])), (label, line - 1), None)
 
+    def _letter_pieces(self, label: str) -> tuple[bytes, bytes, bytes, bytes] | None:
+        """A duplicate's dead letter from replay file `label` in the pieces around its id, record and
+        line number, for the engine to write the letters of the duplicates it goes past (each one
+        Python wrote took as long as a few hundred records); None when stand-ins for the three
+        cannot be told apart in it (the engine hands the duplicates back instead)."""
+        if self._letter_label != label:
+            self._letter_label = label
+            self._letter_pieces_of_label = duplicate_letter_pieces(self.spec.fields.id, label, self._describe_source)
+        return self._letter_pieces_of_label
+
     def _passed_duplicates(self, record_of: Callable[[int, int, int], tuple[bytes, Any]]) -> None:
-        """The dead letters of the duplicates the engine went past; `record_of(at, end, lines)` gives
-        each one's (raw record, source) from where `take_duplicates` says it is."""
+        """The dead letters of the duplicates the engine went past; those it wrote itself, else
+        `record_of(at, end, lines)` gives each one's (raw record, source) from where
+        `take_duplicates` says it is."""
+        letters = self._engine.take_duplicate_letters()
+        if letters:
+            self._dead_letters.extend(letters)
+            self._stats.dead_letters["duplicate"] += len(letters)
+            self._stats.dead_letters_by[("duplicate", NO_AGGREGATION)] += len(letters)
         path = self.spec.fields.id
         for at, end, lines, key, record_id in self._engine.take_duplicates():
             raw, source = record_of(at, end, lines)
@@ -367,6 +387,29 @@ class NativePartition:
         self._stats.dead_letters[error] += 1
         self._stats.dead_letters_by[(error, aggregation or NO_AGGREGATION)] += 1
 
+
+
+# Stand-ins for what differs from one duplicate's dead letter to the next (`duplicate_letter_pieces`).
+_ID_STAND_IN, _RECORD_STAND_IN, _LINE_STAND_IN = "id-5f0c2e9a7b", b"record-5f0c2e9a7b", 9_073_516_284_113
+
+
+def duplicate_letter_pieces(id_path: str | None, label: str,
+                            describe_source: Callable[[Any], Any] | None) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """The dead letter of a duplicate at a line of replay file `label`, as `_dead_letter` writes it,
+    cut into the four pieces around its described id, its record and its line number (the engine's
+    `LetterPieces`); None unless each stand-in is found in it exactly once, in that order."""
+    source = (label, _LINE_STAND_IN)
+    letter = envelope.dead_letter("duplicate", duplicate_detail(id_path, _ID_STAND_IN), None, _RECORD_STAND_IN,
+                                  describe_source(source) if describe_source is not None else source)
+    pieces, rest = [], letter
+    for stand_in in (_ID_STAND_IN.encode(), _RECORD_STAND_IN, str(_LINE_STAND_IN).encode()):
+        if letter.count(stand_in) != 1:
+            return None
+        before, found, rest = rest.partition(stand_in)
+        if not found:
+            return None
+        pieces.append(before)
+    return pieces[0], pieces[1], pieces[2], rest
 
 
 CorePartition = Partition | NativePartition  # what new_partition returns
