@@ -288,7 +288,7 @@ impl ShapedRecords {
             }
         }
         self.after = self.after.wrapping_add(counts as u32);
-        if self.derived {
+        if self.derived || self.stride == 0 { // no values to keep (a job with types but no aggregates)
             return;
         }
         let from = at * self.stride;
@@ -332,7 +332,7 @@ impl ShapedRecords {
             self.after = self.after.wrapping_sub(gone);
         }
         self.records.drain(first..stop);
-        if !self.derived {
+        if !self.derived && self.stride > 0 {
             self.values.drain(first * self.stride..stop * self.stride);
         }
     }

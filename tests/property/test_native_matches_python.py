@@ -336,9 +336,10 @@ from test_shapes_match_reference import job as shaped_job  # noqa: E402
 from test_shapes_match_reference import session_rules, streams, to_line, window_rules  # noqa: E402
 
 # Aggregates over fields of their own, and aggregates the compiled core's sessions derive (over each
-# type's stake, win, game_code and channel paths): a record Python reads makes its key keep values.
+# type's stake, win, game_code and channel paths): a record Python reads makes its key keep values;
+# or none (types and ids alone: a key's records keep no values at all).
 shaped_jobs = st.builds(shaped_job, st.none() | session_rules(), st.lists(window_rules(), max_size=2),
-                        st.sampled_from([AGGREGATES, DERIVABLE_AGGREGATES])).filter(
+                        st.sampled_from([AGGREGATES, DERIVABLE_AGGREGATES, ()])).filter(
     lambda spec: spec.sessions or spec.rolling)
 # Values an aggregate, an id or a type may meet: each core must accept the same ones, read them
 # alike, and leave the rest to the Python decoder's dead letters.
