@@ -207,6 +207,10 @@ def bench_shapes(data: Path) -> dict:
         return round(statistics.median(s[measure_at] / p[measure_at] for s, p in zip(runs[name], runs["plain"])), 2)
 
     result = {"records": records, "rounds": SHAPES_REPEAT, "ratio": ratio("shaped", 0), "cpu_ratio": ratio("shaped", 2)}
+    # How far the rounds' ratios spread (their middle half): a median at the goal, with half the
+    # rounds above it, does not meet it.
+    quartiles = statistics.quantiles([s[0] / p[0] for s, p in zip(runs["shaped"], runs["plain"])], n=4)
+    result["ratio_middle_half"] = [round(quartiles[0], 2), round(quartiles[2], 2)]
     for name in ("types", "id"):  # where the difference comes from
         result[f"{name}_ratio"] = ratio(name, 0)
     result["instructions"] = instruction_counts(data)
@@ -307,6 +311,7 @@ def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
 def write_shapes_section(r: dict) -> None:
     s = r["shapes"]
     c = s.get("instructions") or {}
+    low, high = s["ratio_middle_half"]
 
     def ratio(event: str) -> float:  # shaped / plain, in callgrind's counts
         return c["shaped"][event] / c["plain"][event]
@@ -329,12 +334,13 @@ def write_shapes_section(r: dict) -> None:
         *rows,
         "",
         f"Shaped / plain: **{s['ratio']:.2f}x** in wall time, {s['cpu_ratio']:.2f}x in CPU time (the median of "
-        f"each round's ratio); of its parts, per-type "
+        f"each round's ratio; the middle half of the rounds {low:.2f}x to {high:.2f}x); of its parts, per-type "
         f"fields alone {s['types_ratio']:.2f}x, the record id alone {s['id_ratio']:.2f}x (a lookup of the "
         "ids open state holds per record, each record's id held by its session until it closes and by its "
         "windows until their close time; a dead letter per copy), the four aggregates the rest (over the very fields each type reads its win and game from, "
         "so their values are derived from what the session keeps when it closes, not kept per record). "
-        f"Goal (issue 13): at most 1.25x; {'met' if s['ratio'] <= 1.25 else 'not met'}.",
+        f"Goal (issue 13): at most 1.25x, in three rounds of four (a median at the goal is half the rounds "
+        f"over it); {'met' if high <= 1.25 else 'not met'}.",
         *([] if "hot" not in s else [
             "",
             f"Harsh input (bench/data/wallet-hot-150k.jsonl: one player, {s['hot']['records']:,} bets and wins in 10 "
