@@ -203,13 +203,16 @@ def bench_shapes(data: Path) -> dict:
               file=sys.stderr)
     records = sum(1 for _ in data.open("rb"))
 
-    def ratio(name: str, measure_at: int) -> float:  # the median of each round's name / plain
-        return round(statistics.median(s[measure_at] / p[measure_at] for s, p in zip(runs[name], runs["plain"])), 2)
+    def round_ratios(name: str, measure_at: int) -> list[float]:  # each round's name / plain
+        return [s[measure_at] / p[measure_at] for s, p in zip(runs[name], runs["plain"])]
+
+    def ratio(name: str, measure_at: int) -> float:  # their median
+        return round(statistics.median(round_ratios(name, measure_at)), 2)
 
     result = {"records": records, "rounds": SHAPES_REPEAT, "ratio": ratio("shaped", 0), "cpu_ratio": ratio("shaped", 2)}
     # How far the rounds' ratios spread (their middle half): a median at the goal, with half the
     # rounds above it, does not meet it.
-    quartiles = statistics.quantiles([s[0] / p[0] for s, p in zip(runs["shaped"], runs["plain"])], n=4)
+    quartiles = statistics.quantiles(round_ratios("shaped", 0), n=4)
     result["ratio_middle_half"] = [round(quartiles[0], 2), round(quartiles[2], 2)]
     for name in ("types", "id"):  # where the difference comes from
         result[f"{name}_ratio"] = ratio(name, 0)

@@ -3,8 +3,9 @@
 //! Driven by `sessionizer/core/native.py`, which gives it the same interface as the
 //! Python `Partition`. The split: this engine owns stream time, the stores and the
 //! final records; Python owns everything about a record that is wrong (decoding it the
-//! exact way, dead letters and their wording) and the state's wire format. A record
-//! the engine is not sure of is handed back, untouched, for Python to decide.
+//! exact way, dead letters and their wording: the one letter the engine writes, a replay
+//! duplicate's, it fills into pieces of one Python wrote) and the state's wire format. A
+//! record the engine is not sure of is handed back, untouched, for Python to decide.
 
 mod decode;
 mod due;
