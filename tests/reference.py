@@ -95,11 +95,16 @@ def is_full(session: list[Rec], rules: SessionRules) -> bool:
     return rules.max_events is not None and counting(session) == rules.max_events
 
 
-def is_closed(session: list[Rec], rules: SessionRules, now: int) -> bool:
+def close_time(session: list[Rec], rules: SessionRules) -> int:
+    """The first stream time at which the session is closed."""
     end = session[-1].time
     if is_full(session, rules):
-        return now > end + rules.grace
-    return now > end + rules.gap + rules.grace
+        return end + rules.grace + 1
+    return end + rules.gap + rules.grace + 1
+
+
+def is_closed(session: list[Rec], rules: SessionRules, now: int) -> bool:
+    return now >= close_time(session, rules)
 
 
 @dataclass
@@ -121,6 +126,12 @@ class RefSessions:
                 records = self._order(self.open[key])
                 swept = ref_sweep(records, self.rules)
                 closing = [(s, r) for s, r in swept if end_of_input or is_closed(s, self.rules, now)]
+                if closing and not end_of_input:
+                    # Sessions close in order of close time, each leaving the sweep before the
+                    # next closes: a stream time that jumps past several closes like one that
+                    # steps through them (the loop re-sweeps and closes the next).
+                    soonest = min(close_time(s, self.rules) for s, _ in closing)
+                    closing = [(s, r) for s, r in closing if close_time(s, self.rules) == soonest]
                 for session, cut in closing:
                     if is_full(session, self.rules):  # SPEC 7.1: whatever follows
                         reason = "max_events"

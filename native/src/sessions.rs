@@ -784,8 +784,9 @@ impl SessionStore {
         keys.sort();
         for key in keys {
             let sessions = self.keys.get(&key).unwrap().sessions();
+            let total = sessions.last().map_or(0, |&(_, stop)| stop);
             for (first, stop) in sessions {
-                self.emit_session(&key, first, stop, true);
+                self.emit_session(&key, first, stop, (stop < total).then_some(stop), true);
             }
         }
         self.changed.keep_by_name(&self.keys); // their states are gone: a commit after this says so
@@ -806,18 +807,17 @@ impl SessionStore {
                 self.schedule(key, due);
                 return;
             }
-            self.emit_session(key, 0, count, false);
+            self.emit_session(key, 0, count, None, false);
             self.mark(key);
             self.drop_empty(key, now);
             return;
         }
-        let closing: Vec<(usize, usize)> = state
-            .sessions()
-            .into_iter()
-            .filter(|&(first, stop)| {
-                rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)) <= now
-            })
+        let sessions = state.sessions();
+        let close_times: Vec<i64> = sessions
+            .iter()
+            .map(|&(first, stop)| rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)))
             .collect();
+        let closing = with_followers(&sessions, &close_times, now);
         if !closing.is_empty() {
             self.close_sessions(key, &closing);
             self.mark(key);
@@ -848,14 +848,15 @@ impl SessionStore {
         }
     }
 
-    /// Emit the given sessions and drop their records (not at end of input: see close_all).
-    fn close_sessions(&mut self, key: &Key, closing: &[(usize, usize)]) {
-        for &(first, stop) in closing {
-            self.emit_session(key, first, stop, false);
+    /// Emit the given sessions (first, stop, follower) and drop their records (not at end of
+    /// input: see close_all).
+    fn close_sessions(&mut self, key: &Key, closing: &[(usize, usize, Option<usize>)]) {
+        for &(first, stop, follower) in closing {
+            self.emit_session(key, first, stop, follower, false);
         }
         let state = self.keys.get_mut(key).unwrap();
         let total = state.spins.len();
-        let closed_starts: std::collections::HashSet<usize> = closing.iter().map(|&(first, _)| first).collect();
+        let closed_starts: std::collections::HashSet<usize> = closing.iter().map(|&(first, _, _)| first).collect();
         let mut removed = 0;
         let mut starts = Starts::new();
         for (index, &first) in state.starts.iter().enumerate() {
@@ -866,20 +867,23 @@ impl SessionStore {
                 starts.push(first - removed);
             }
         }
-        for &(first, stop) in closing.iter().rev() {
+        for &(first, stop, _) in closing.iter().rev() {
             state.drain(first, stop);
         }
         state.starts = starts.compact();
     }
 
-    fn emit_session(&mut self, key: &Key, first: usize, stop: usize, end_of_input: bool) {
+    /// Emit the session of records [first, stop) and remember its end as closed; `follower` is
+    /// the index of the record that follows it in the sweep as it closes (None: none).
+    fn emit_session(&mut self, key: &Key, first: usize, stop: usize, follower: Option<usize>, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
         let count = counting(self.rules.all_count, state, first, stop) as usize;
         let (start, end) = (state.spins[first].time, state.spins[stop - 1].time);
         let reason = if Some(count as i64) == self.rules.max_events {
             MAX_EVENTS // a full session closes as such, whatever follows (SPEC 7.1)
-        } else if stop < state.spins.len() {
-            self.rules.cut_reason(start, end, count as i64, state.spins[stop].time).expect("the sweep cut here")
+        } else if let Some(next) = follower {
+            // What cut the session from its next record cuts it from any later one.
+            self.rules.cut_reason(start, end, count as i64, state.spins[next].time).expect("the sweep cut here")
         } else if end_of_input {
             END_OF_INPUT
         } else {
@@ -1017,6 +1021,24 @@ impl SessionStore {
 
 /// A waiting due entry as the heap orders it: (key, slot), or None when it is out of date (the
 /// key has gone, or was given another due time, which came with an entry of its own).
+/// The sessions due at `now`, each with the record that follows it in the sweep as it closes.
+///
+/// Sessions close in order of close time, and a closed session's records leave the sweep: a full
+/// session can close before an earlier one that is not full, so a session that closes strictly
+/// sooner in the same batch is not what follows (SPEC 3 close reason: the result does not depend
+/// on whether stream time reached both close times at once).
+fn with_followers(sessions: &[(usize, usize)], close_times: &[i64], now: i64) -> Vec<(usize, usize, Option<usize>)> {
+    let mut closing = Vec::new();
+    for (index, (&(first, stop), &close_time)) in sessions.iter().zip(close_times).enumerate() {
+        if close_time > now {
+            continue;
+        }
+        let follower = (index + 1..sessions.len()).find(|&later| close_times[later] >= close_time);
+        closing.push((first, stop, follower.map(|later| sessions[later].0)));
+    }
+    closing
+}
+
 fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, Slot)> {
     let (key, state) = keys.at(slot)?;
     (state.due == when).then(|| (key.clone(), slot))

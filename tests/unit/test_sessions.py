@@ -181,6 +181,19 @@ def test_close_reason_without_a_following_record_is_max_events_when_full_else_in
     assert got == [("a", "max_events"), ("c", "inactivity")]
 
 
+def test_close_reason_skips_a_full_session_that_closes_sooner_in_the_same_batch():
+    # [224] is cut from 226 by max_duration, but the full [226, 227] closes at T > 256, before
+    # [224] at T > 276: when [224] closes, the record after it in the sweep is 276 or 277, an
+    # inactivity cut, whether T passed 256 first (in order) or jumped to 277 (277 before 276).
+    rules = SessionRules(gap=23, grace=29, max_duration=1, max_events=2)
+    in_order = [("a", 0), ("a", 224), ("a", 226), ("a", 227), ("a", 276), ("a", 277)]
+    arrived = in_order[:4] + [("a", 277), ("a", 276)]
+    expected = [("a", 0, 0, 1, "inactivity"), ("a", 224, 224, 1, "inactivity"),
+                ("a", 226, 227, 2, "max_events"), ("a", 276, 277, 2, "max_events")]
+    assert sessions_of(rules, arrived) == expected
+    assert sorted(sessions_of(rules, in_order)) == expected
+
+
 # -- output fields ---------------------------------------------------------------------------
 
 def test_session_totals_game_code_and_channel_of_the_last_record_that_has_one():

@@ -415,7 +415,9 @@ class SessionStore:
         """End of input: close every open session (reason end_of_input where it would be inactivity)."""
         for key in sorted(self.keys):
             state = self.keys[key]
-            self._close_sessions(key, state, list(state.sessions()), emit, end_of_input=True)
+            total = len(state.times)
+            sessions = [(first, stop, stop if stop < total else None) for first, stop in state.sessions()]
+            self._close_sessions(key, state, sessions, emit, end_of_input=True)
         self.keys.clear()
         self.closed_ends.clear()
         self._due.clear()
@@ -431,17 +433,16 @@ class SessionStore:
             if due > now:
                 self._schedule(key, state, due)
                 return
-            self._emit_session(key, state, 0, len(times), emit, end_of_input=False)
+            self._emit_session(key, state, 0, len(times), None, emit, end_of_input=False)
             if self.track_changes:
                 self.changed.add(key)
             if state.extras:
                 self._release(key, state.extras)
             self._drop_empty(key, state, now)  # the whole key closed: no records to remove
             return
-        closing = [
-            (first, stop) for first, stop in state.sessions()
-            if rules.close_at(times[stop - 1], self._count(state, first, stop)) <= now
-        ]
+        sessions = list(state.sessions())
+        close_times = [rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in sessions]
+        closing = _with_followers(sessions, close_times, now)
         if closing:
             self._close_sessions(key, state, closing, emit, end_of_input=False)
             if self.track_changes:
@@ -464,10 +465,11 @@ class SessionStore:
                 if forget_at < self.next_due:
                     self.next_due = forget_at
 
-    def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int]],
+    def _close_sessions(self, key: str, state: KeySessions, closing: list[tuple[int, int, int | None]],
                         emit: Emit, end_of_input: bool) -> None:
-        for first, stop in closing:
-            self._emit_session(key, state, first, stop, emit, end_of_input)
+        """Emit the sessions (first, stop, follower) and drop their records (not at end of input)."""
+        for first, stop, follower in closing:
+            self._emit_session(key, state, first, stop, follower, emit, end_of_input)
         if end_of_input:
             return
         # Drop the closed records. The contract re-sweeps the rest, but removing whole sessions
@@ -475,7 +477,7 @@ class SessionStore:
         # record too), so the remaining starts just shift down.
         times, amounts, labels = state.times, state.amounts, state.labels
         total = len(times)
-        closed_starts = {first for first, _ in closing}
+        closed_starts = {first for first, _, _ in closing}
         removed = 0
         starts: list[int] = []
         for index, first in enumerate(state.starts):
@@ -484,7 +486,7 @@ class SessionStore:
                 removed += stop - first
             else:
                 starts.append(first - removed)
-        for first, stop in reversed(closing):
+        for first, stop, _ in reversed(closing):
             del times[first:stop]
             del amounts[2 * first:2 * stop]
             del labels[first:stop]
@@ -494,18 +496,21 @@ class SessionStore:
                 del state.counting[first:stop]
         state.starts = starts
 
-    def _emit_session(self, key: str, state: KeySessions, first: int, stop: int, emit: Emit,
-                      end_of_input: bool) -> None:
-        """Emit the session of records [first, stop) and remember its end as closed."""
+    def _emit_session(self, key: str, state: KeySessions, first: int, stop: int, follower: int | None,
+                      emit: Emit, end_of_input: bool) -> None:
+        """Emit the session of records [first, stop) and remember its end as closed.
+
+        `follower` is the index of the record that follows it in the sweep as it closes (None: none).
+        """
         rules = self.rules
         times, amounts, labels = state.times, state.amounts, state.labels
         count = self._count(state, first, stop)
         start, end = times[first], times[stop - 1]
         if count == rules.max_events:  # a full session closes as such, whatever follows (SPEC 7.1)
             reason = MAX_EVENTS
-        elif stop < len(times):
-            cut = rules.cut_reason(start, end, count, times[stop])
-            assert cut is not None  # the sweep started a session at `stop`
+        elif follower is not None:
+            cut = rules.cut_reason(start, end, count, times[follower])
+            assert cut is not None  # what cut the session from its next record cuts it from any later one
             reason = cut
         else:
             reason = END_OF_INPUT if end_of_input else INACTIVITY
@@ -621,6 +626,25 @@ class SessionStore:
 
 _STATE = msgspec.msgpack.Encoder()
 _STATE_DECODER = msgspec.msgpack.Decoder(tuple[int, bytes, bytes, list[tuple[str | None, str | None] | None]])
+
+
+def _with_followers(sessions: list[tuple[int, int]], close_times: list[int],
+                    now: int) -> list[tuple[int, int, int | None]]:
+    """The sessions due at `now`, each with the record that follows it in the sweep as it closes.
+
+    Sessions close in order of close time, and a closed session's records leave the sweep: a
+    full session can close before an earlier one that is not full, so a session that closes
+    strictly sooner in the same batch is not what follows (SPEC 3 close reason: the result
+    does not depend on whether stream time reached both close times at once).
+    """
+    closing: list[tuple[int, int, int | None]] = []
+    for index, ((first, stop), close_time) in enumerate(zip(sessions, close_times)):
+        if close_time > now:
+            continue
+        follower = next((sessions[later][0] for later in range(index + 1, len(sessions))
+                         if close_times[later] >= close_time), None)
+        closing.append((first, stop, follower))
+    return closing
 
 
 def _le_bytes(values: array) -> bytes:
