@@ -1028,15 +1028,25 @@ impl SessionStore {
 /// sooner in the same batch is not what follows (SPEC 3 close reason: the result does not depend
 /// on whether stream time reached both close times at once).
 fn with_followers(sessions: &[(usize, usize)], close_times: &[i64], now: i64) -> Vec<(usize, usize, Option<usize>)> {
-    let mut closing = Vec::new();
-    for (index, (&(first, stop), &close_time)) in sessions.iter().zip(close_times).enumerate() {
-        if close_time > now {
-            continue;
+    // The nearest later session that closes no sooner, for each, from the right with a stack (one
+    // pass: a hot key can hold thousands of sessions). A session popped here for closing sooner than
+    // this one is never the answer for an earlier one either: this one is nearer and closes later.
+    let mut followers = vec![None; sessions.len()];
+    let mut later: Vec<usize> = Vec::new(); // indexes; close times not decreasing from the top
+    for index in (0..sessions.len()).rev() {
+        while later.last().is_some_and(|&top| close_times[top] < close_times[index]) {
+            later.pop();
         }
-        let follower = (index + 1..sessions.len()).find(|&later| close_times[later] >= close_time);
-        closing.push((first, stop, follower.map(|later| sessions[later].0)));
+        followers[index] = later.last().map(|&top| sessions[top].0);
+        later.push(index);
     }
-    closing
+    sessions
+        .iter()
+        .zip(followers)
+        .zip(close_times)
+        .filter(|&(_, &close_time)| close_time <= now)
+        .map(|((&(first, stop), follower), _)| (first, stop, follower))
+        .collect()
 }
 
 fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, Slot)> {

@@ -637,14 +637,19 @@ def _with_followers(sessions: list[tuple[int, int]], close_times: list[int],
     strictly sooner in the same batch is not what follows (SPEC 3 close reason: the result
     does not depend on whether stream time reached both close times at once).
     """
-    closing: list[tuple[int, int, int | None]] = []
-    for index, ((first, stop), close_time) in enumerate(zip(sessions, close_times)):
-        if close_time > now:
-            continue
-        follower = next((sessions[later][0] for later in range(index + 1, len(sessions))
-                         if close_times[later] >= close_time), None)
-        closing.append((first, stop, follower))
-    return closing
+    # The nearest later session that closes no sooner, for each, from the right with a stack (one
+    # pass: a hot key can hold thousands of sessions). A session popped here for closing sooner than
+    # this one is never the answer for an earlier one either: this one is nearer and closes later.
+    followers: list[int | None] = [None] * len(sessions)
+    later: list[int] = []  # indexes; close times not decreasing from the top
+    for index in range(len(sessions) - 1, -1, -1):
+        while later and close_times[later[-1]] < close_times[index]:
+            later.pop()
+        if later:
+            followers[index] = sessions[later[-1]][0]
+        later.append(index)
+    return [(first, stop, followers[index]) for index, (first, stop) in enumerate(sessions)
+            if close_times[index] <= now]
 
 
 def _le_bytes(values: array) -> bytes:
