@@ -783,8 +783,8 @@ impl SessionStore {
         let mut keys: Vec<Key> = self.keys.keys().cloned().collect();
         keys.sort();
         for key in keys {
-            let sessions = self.keys.get(&key).unwrap().sessions();
-            let total = sessions.last().map_or(0, |&(_, stop)| stop);
+            let state = self.keys.get(&key).unwrap();
+            let (sessions, total) = (state.sessions(), state.spins.len());
             for (first, stop) in sessions {
                 self.emit_session(&key, first, stop, (stop < total).then_some(stop), true);
             }
@@ -813,10 +813,8 @@ impl SessionStore {
             return;
         }
         let sessions = state.sessions();
-        let close_times: Vec<i64> = sessions
-            .iter()
-            .map(|&(first, stop)| rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)))
-            .collect();
+        let close_times: Vec<i64> =
+            sessions.iter().map(|&(first, stop)| session_close_time(&rules, state, first, stop)).collect();
         let closing = with_followers(&sessions, &close_times, now);
         if !closing.is_empty() {
             self.close_sessions(key, &closing);
@@ -1019,8 +1017,6 @@ impl SessionStore {
     }
 }
 
-/// A waiting due entry as the heap orders it: (key, slot), or None when it is out of date (the
-/// key has gone, or was given another due time, which came with an entry of its own).
 /// The sessions due at `now`, each with the record that follows it in the sweep as it closes.
 ///
 /// Sessions close in order of close time, and a closed session's records leave the sweep: a full
@@ -1042,12 +1038,14 @@ fn with_followers(sessions: &[(usize, usize)], close_times: &[i64], now: i64) ->
     }
     sessions
         .iter()
-        .zip(followers)
         .zip(close_times)
-        .filter(|&(_, &close_time)| close_time <= now)
-        .map(|((&(first, stop), follower), _)| (first, stop, follower))
+        .zip(followers)
+        .filter_map(|((&(first, stop), &close_time), follower)| (close_time <= now).then_some((first, stop, follower)))
         .collect()
 }
+
+/// A waiting due entry as the heap orders it: (key, slot), or None when it is out of date (the
+/// key has gone, or was given another due time, which came with an entry of its own).
 
 fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, Slot)> {
     let (key, state) = keys.at(slot)?;
@@ -1057,15 +1055,14 @@ fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, 
 /// When the first of a key's open sessions closes (`_close_time`).
 fn close_time(rules: &SessionRules, state: &KeySessions) -> i64 {
     if state.starts.len() == 1 {
-        let count = state.spins.len();
-        return rules.close_at(state.spins[count - 1].time, cap_count(&rules, state, 0, count));
+        return session_close_time(rules, state, 0, state.spins.len());
     }
-    state
-        .sessions()
-        .into_iter()
-        .map(|(first, stop)| rules.close_at(state.spins[stop - 1].time, cap_count(&rules, state, first, stop)))
-        .min()
-        .unwrap()
+    state.sessions().into_iter().map(|(first, stop)| session_close_time(rules, state, first, stop)).min().unwrap()
+}
+
+/// When the session of records [first, stop) closes.
+fn session_close_time(rules: &SessionRules, state: &KeySessions, first: usize, stop: usize) -> i64 {
+    rules.close_at(state.spins[stop - 1].time, cap_count(rules, state, first, stop))
 }
 
 /// For a record going in at index `at` of `len` records: the session it falls in (the one before

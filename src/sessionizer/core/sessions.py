@@ -426,7 +426,6 @@ class SessionStore:
 
     def _settle(self, key: str, state: KeySessions, now: int, emit: Emit) -> None:
         """Close this key's sessions that are due at `now`, then reschedule it."""
-        rules = self.rules
         times = state.times
         if len(state.starts) == 1:  # the common case: one open session
             due = self._close_time(state)
@@ -441,7 +440,7 @@ class SessionStore:
             self._drop_empty(key, state, now)  # the whole key closed: no records to remove
             return
         sessions = list(state.sessions())
-        close_times = [rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in sessions]
+        close_times = [self._session_close_time(state, first, stop) for first, stop in sessions]
         closing = _with_followers(sessions, close_times, now)
         if closing:
             self._close_sessions(key, state, closing, emit, end_of_input=False)
@@ -537,10 +536,13 @@ class SessionStore:
 
     def _close_time(self, state: KeySessions) -> int:
         """When the first of a key's open sessions closes."""
-        rules, times = self.rules, state.times
         if len(state.starts) == 1:
-            return rules.close_at(times[-1], self._count(state, 0, len(times)))
-        return min(rules.close_at(times[stop - 1], self._count(state, first, stop)) for first, stop in state.sessions())
+            return self._session_close_time(state, 0, len(state.times))
+        return min(self._session_close_time(state, first, stop) for first, stop in state.sessions())
+
+    def _session_close_time(self, state: KeySessions, first: int, stop: int) -> int:
+        """When the session of records [first, stop) closes."""
+        return self.rules.close_at(state.times[stop - 1], self._count(state, first, stop))
 
     def _schedule(self, key: str, state: KeySessions, due: int) -> None:
         state.due = due
