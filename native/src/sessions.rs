@@ -149,6 +149,9 @@ pub enum RecordValues<'a> {
     Derived(Row),                   // the store derives them from the record's row and spin (`Derivation`)
 }
 
+/// How many records ahead a release asks for their ids' slots.
+const RELEASE_AHEAD: usize = 8;
+
 /// A record with no id.
 pub const NO_ID: u32 = u32::MAX;
 
@@ -205,11 +208,17 @@ impl ShapedRecords {
         Some(with(key, id))
     }
 
+    /// Asks for the slots of the first few of records `first..stop`'s ids, ahead of their release.
+    fn prefetch_ids(&self, first: usize, stop: usize) {
+        let registry = self.ids.borrow();
+        self.records[first..stop].iter().take(RELEASE_AHEAD).for_each(|record| registry.prefetch(record.id));
+    }
+
     /// The holds of records `first..stop`, given back.
     fn release(&mut self, first: usize, stop: usize) {
         // Each slot is a cache line of its own, seldom still cached when its session closes: the
         // lines of the next few are asked for ahead, so that their misses overlap.
-        const AHEAD: usize = 8;
+        const AHEAD: usize = RELEASE_AHEAD;
         let mut registry = self.ids.borrow_mut();
         let records = &self.records[first..stop];
         records.iter().take(AHEAD).for_each(|record| registry.prefetch(record.id));
@@ -875,6 +884,9 @@ impl SessionStore {
     /// the index of the record that follows it in the sweep as it closes (None: none).
     fn emit_session(&mut self, key: &Key, first: usize, stop: usize, follower: Option<usize>, end_of_input: bool) {
         let state = self.keys.get_mut(key).unwrap();
+        if let Some(records) = &state.shaped {
+            records.prefetch_ids(first, stop); // released after this record is written: their misses overlap it
+        }
         let count = counting(self.rules.all_count, state, first, stop) as usize;
         let (start, end) = (state.spins[first].time, state.spins[stop - 1].time);
         let reason = if Some(count as i64) == self.rules.max_events {
