@@ -302,16 +302,18 @@ impl Engine {
     /// `sessions`: (gap, grace, max_duration, max_events, event name as JSON, stamp end, all count,
     /// aggregates); `rolling`: (size, advance, grace, event name as JSON, index of its group path or
     /// None, aggregates) each; aggregates are (name, kind). `shape`: the job's SPEC
-    /// section 7 fields (see `decode::ShapeFields`), None when it uses none.
+    /// section 7 fields (see `decode::ShapeFields`), None when it uses none. `keeps_state`: false
+    /// when its state is never read (no changes tracked, no snapshot: replay), which it then need
+    /// not keep whole.
     #[new]
     #[pyo3(signature = (key, time, stake, win, game_code, channel, events, group_paths, sessions, rolling, track_changes,
-                        shape=None))]
+                        shape=None, keeps_state=true))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn new(key: &str, time: Option<&str>, stake: &str, win: &str, game_code: &str, channel: &str, events: Vec<String>,
            group_paths: Vec<String>,
            sessions: Option<(i64, i64, Option<i64>, Option<i64>, Vec<u8>, bool, bool, Vec<(String, String)>)>,
            rolling: Vec<(i64, i64, i64, Vec<u8>, Option<usize>, Vec<(String, String)>)>, track_changes: bool,
-           shape: Option<ShapeFields>) -> PyResult<Self> {
+           shape: Option<ShapeFields>, keeps_state: bool) -> PyResult<Self> {
         let mut fields = Fields::new(key, time, stake, win, game_code, channel, events, &group_paths, shape)
             .map_err(PyValueError::new_err)?;
         let shaped = fields.shaped();
@@ -332,7 +334,8 @@ impl Engine {
             if size <= 0 || advance <= 0 || size % advance != 0 {
                 return Err(PyValueError::new_err("size must be a positive multiple of advance"));
             }
-            let store = WindowStore::new(size, advance, grace, track_changes, name, shaped, aggregates_of(aggregates)?);
+            let store = WindowStore::new(size, advance, grace, track_changes, keeps_state || track_changes, name, shaped,
+                                         aggregates_of(aggregates)?);
             stores.push(Rolling { store, group });
         }
         Ok(Engine {

@@ -56,12 +56,16 @@ pub struct WindowStore {
     last_closed_groups: usize, // a new window is sized like the last one closed: no growing tables at peak
     pub shaped: bool,
     pub aggregates: Rc<[Aggregate]>, // shared: a record's window totals borrow the store while they take its values
+    // Each window lists its records' ids for its state (SPEC 7.2: duplicates across restarts). Not
+    // when its state is never read (replay): the registry's `until` alone holds an id for windows.
+    keeps_ids: bool,
 }
 
 impl WindowStore {
-    pub fn new(size: i64, advance: i64, grace: i64, track_changes: bool, event_name: Vec<u8>, shaped: bool,
-               aggregates: Vec<Aggregate>) -> Self {
+    pub fn new(size: i64, advance: i64, grace: i64, track_changes: bool, keeps_ids: bool, event_name: Vec<u8>,
+               shaped: bool, aggregates: Vec<Aggregate>) -> Self {
         WindowStore {
+            keeps_ids,
             shaped,
             aggregates: aggregates.into(),
             size,
@@ -116,6 +120,9 @@ impl WindowStore {
         let first = (last - self.size + self.advance).max(0);
         let (mut added, mut missed) = (0, 0);
         let aggregates = self.aggregates.clone(); // the totals below borrow the store
+        // Nothing to keep but the totals: no `WindowExtra` (an allocation a window) to make.
+        let keeps_ids = self.keeps_ids;
+        let has_extra = !aggregates.is_empty() || keeps_ids;
         let mut start = last;
         while start >= first {
             let close_at = self.close_at(start);
@@ -125,14 +132,16 @@ impl WindowStore {
                 added += 1;
                 *until = (*until).max(close_at);
                 let totals = self.add(start, group, stake, win, weight);
-                let extra = totals.extra.get_or_insert_with(|| Box::new(WindowExtra::empty(&aggregates)));
-                for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {
-                    if let Some(value) = value {
-                        aggregate.add(state, value, time);
+                if has_extra {
+                    let extra = totals.extra.get_or_insert_with(|| Box::new(WindowExtra::empty(&aggregates)));
+                    for ((aggregate, state), value) in aggregates.iter().zip(extra.states.iter_mut()).zip(values) {
+                        if let Some(value) = value {
+                            aggregate.add(state, value, time);
+                        }
                     }
-                }
-                if let Some(slot) = held {
-                    extra.held.push(slot);
+                    if let (Some(slot), true) = (held, keeps_ids) {
+                        extra.held.push(slot);
+                    }
                 }
             }
             start -= self.advance;

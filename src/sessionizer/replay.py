@@ -41,7 +41,7 @@ def replay(spec: JobSpec, inputs: list[str], output_dir: str | Path, progress: b
         for source in sources:
             stack.callback(source.close)
         sinks = _open_outputs(out_dir, spec.topics, stack)
-        part = new_partition(spec, describe_source=_file_line)
+        part = new_partition(spec, describe_source=_file_line, keeps_state=False)  # no state is read back
         bar = _progress_bar(inputs, stack) if progress else None
         for name, stream in zip(inputs, sources):
             label = "<stdin>" if name == "-" else name

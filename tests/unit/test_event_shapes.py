@@ -4,6 +4,7 @@ that do not count, negation, duplicates, extra aggregates, and the dead letters'
 import tomllib
 
 import orjson
+import pytest
 
 from helpers import codes, dead_letters, records
 from sessionizer.config import build_spec, parse_config
@@ -285,3 +286,28 @@ max_events = 2
     assert held >= 600 * 4096  # the held players' ids, and the last churned ones
     assert codes(part.drain()) == {}
     assert peak <= 2.1, f"the buffer of long ids reached {peak:.1f} times the texts held"
+
+
+def test_a_partition_that_keeps_no_state_writes_the_same_records_and_refuses_a_snapshot(core):
+    """Replay makes its partition with keeps_state=False, as nothing reads its state back: the
+    compiled core then keeps no list of ids per window (the registry alone holds them). The
+    records, duplicates included, are the same; asking it for its state is an error, not a state
+    that would restore without its windows' ids."""
+    no_aggregates = WALLET[:WALLET.index("[[rolling.aggregates]]")]
+    feed = [rec("BET", 1, "b1", 2), rec("WIN", 2, "w1", 5), rec("BET", 3, "b1", 2), rec("BET", 400, "b2", 1),
+            rec("BET", 401, "b1", 3), rec("BET", 402, "b2", 1)]
+    for spec in (job(), job(no_aggregates)):
+        outputs = []
+        for keeps_state in (True, False):
+            part = new_partition(spec, describe_source=lambda source: source, keeps_state=keeps_state)
+            for number, line in enumerate(feed, 1):
+                part.feed(line, {"line": number})
+            if not keeps_state:
+                with pytest.raises(RuntimeError, match="keeps no state"):
+                    part.snapshot()
+            part.end_of_input()
+            outputs.append(part.drain())
+        assert outputs[0] == outputs[1]
+        # b1 at 3 s and b2 at 402 s: held by their sessions; b1 at 401 s: its first copy's session and window closed
+        assert codes(outputs[0]) == {"duplicate": 2}
+        assert len(records(outputs[0], "per-game")) == 2

@@ -22,8 +22,8 @@ import orjson
 
 from . import envelope
 from .events import KAFKA_TIMESTAMP, EventDecoder, Invalid, usable_key
-from .partition import (NO_AGGREGATION, STREAM_TIME_KEY, Partition, PartitionStats, _encode_time, _late_detail,
-                        duplicate_detail, lines_of, missing_group_detail, replay_record, window_lateness)
+from .partition import (NO_AGGREGATION, NO_STATE_KEPT, STREAM_TIME_KEY, Partition, PartitionStats, _encode_time,
+                        _late_detail, duplicate_detail, lines_of, missing_group_detail, replay_record, window_lateness)
 from .shaped_events import ShapedEventDecoder
 from .spec import JobSpec
 
@@ -81,21 +81,22 @@ def core_description() -> str:
 
 
 def new_partition(spec: JobSpec, track_changes: bool = False,
-                  describe_source: Callable[[Any], Any] | None = None) -> Any:
+                  describe_source: Callable[[Any], Any] | None = None, keeps_state: bool = True) -> Any:
     """A `Partition` of the core `core_name()` says."""
     if core_name() == "python":
-        return Partition(spec, track_changes, describe_source)
-    return NativePartition(spec, track_changes, describe_source)
+        return Partition(spec, track_changes, describe_source, keeps_state)
+    return NativePartition(spec, track_changes, describe_source, keeps_state)
 
 
 class NativePartition:
     """`Partition`, with the per-record work compiled. See `Partition` for what each method does."""
 
     def __init__(self, spec: JobSpec, track_changes: bool = False,
-                 describe_source: Callable[[Any], Any] | None = None) -> None:
+                 describe_source: Callable[[Any], Any] | None = None, keeps_state: bool = True) -> None:
         native = sessionizer_native
         assert native is not None
         self.spec = spec
+        self._keeps_state = keeps_state or track_changes
         self._describe_source = describe_source
         self._stats = PartitionStats()
         self._saved_stream_time = -1
@@ -127,7 +128,7 @@ class NativePartition:
             [(r.rules.size, r.rules.advance, r.rules.grace, orjson.dumps(r.event_name), index,
               [(a.name, a.kind) for a in r.aggregates])
              for r, (_, index, _) in zip(spec.rolling, self._rolling)],
-            track_changes, shape)
+            track_changes, shape, self._keeps_state)
         # The engine's outputs in its order (sessions first), and each rolling store's index.
         self._output_topics = ([s.topic] if s is not None else []) + [r.topic for r in spec.rolling]
         self._window_index = {r.topic: index for index, r in enumerate(spec.rolling)}
@@ -276,6 +277,8 @@ class NativePartition:
         return changes
 
     def snapshot(self) -> dict[str, list[tuple[str, bytes | None]]]:
+        if not self._keeps_state:
+            raise RuntimeError(NO_STATE_KEPT)
         time_record = (STREAM_TIME_KEY, _encode_time(self.stream_time))
         snapshot: dict[str, list[tuple[str, bytes | None]]] = {}
         if self.spec.sessions is not None:

@@ -33,6 +33,7 @@ from .windows import ADDED, LATE, WindowStore
 NO_TIME = -1  # stream time before any valid record
 NO_AGGREGATION = "none"  # a dead letter about the record itself, not about one aggregation
 STREAM_TIME_KEY = ""  # state key of the partition's stream time (input keys and window keys are never empty)
+NO_STATE_KEPT = "this partition keeps no state to read (made with keeps_state=False, as replay makes it)"
 
 
 class Output(NamedTuple):
@@ -53,10 +54,13 @@ class PartitionStats:
 
 class Partition:
     def __init__(self, spec: JobSpec, track_changes: bool = False,
-                 describe_source: Callable[[Any], Any] | None = None) -> None:
+                 describe_source: Callable[[Any], Any] | None = None, keeps_state: bool = True) -> None:
         """`describe_source` turns the `source` given to `feed` into a dead letter's `source`
-        (so callers can pass something cheap, like a tuple, per record)."""
+        (so callers can pass something cheap, like a tuple, per record). `keeps_state=False`
+        (replay): nothing will read its state (no `snapshot`, no changes tracked), which a core
+        may then keep only in part (the compiled one does)."""
         self.spec = spec
+        self._keeps_state = keeps_state or track_changes
         self.stream_time = NO_TIME
         self.stats = PartitionStats()
         self._describe_source = describe_source
@@ -268,6 +272,8 @@ class Partition:
 
     def snapshot(self) -> dict[str, list[tuple[str, bytes | None]]]:
         """All open state per store, stream time included (restorable with `restore`)."""
+        if not self._keeps_state:
+            raise RuntimeError(NO_STATE_KEPT)
         return {name: [(STREAM_TIME_KEY, _encode_time(self.stream_time)), *store.encode_all()]
                 for name, store in self.stores.items()}
 
