@@ -218,12 +218,11 @@ impl ShapedRecords {
     fn release(&mut self, first: usize, stop: usize) {
         // Each slot is a cache line of its own, seldom still cached when its session closes: the
         // lines of the next few are asked for ahead, so that their misses overlap.
-        const AHEAD: usize = RELEASE_AHEAD;
+        self.prefetch_ids(first, stop);
         let mut registry = self.ids.borrow_mut();
         let records = &self.records[first..stop];
-        records.iter().take(AHEAD).for_each(|record| registry.prefetch(record.id));
         for (index, record) in records.iter().enumerate() {
-            if let Some(next) = records.get(index + AHEAD) {
+            if let Some(next) = records.get(index + RELEASE_AHEAD) {
                 registry.prefetch(next.id);
             }
             if record.id != NO_ID {
@@ -1058,7 +1057,6 @@ fn with_followers(sessions: &[(usize, usize)], close_times: &[i64], now: i64) ->
 
 /// A waiting due entry as the heap orders it: (key, slot), or None when it is out of date (the
 /// key has gone, or was given another due time, which came with an entry of its own).
-
 fn due_entry(keys: &KeyMap<KeySessions>, when: i64, slot: Slot) -> Option<(Key, Slot)> {
     let (key, state) = keys.at(slot)?;
     (state.due == when).then(|| (key.clone(), slot))
