@@ -283,17 +283,19 @@ def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
     """What each job executes in valgrind's callgrind, with its cache and branch simulation: the same
     counts on every run, however busy the machine. For plain and shaped (run side by side: a count is
     the same either way), each as {"Ir": instructions, "I1mr": first-level instruction-cache misses,
-    "D1mr" + "D1mw" as "D1m": first-level data-cache misses, "DLmr" + "DLmw" as "L2m": data misses of a
-    512 KiB second level (this machine's L2 size; callgrind's last level, set so), "Bcm" + "Bim" as
-    "Bm": mispredicted branches}; None where valgrind is not installed."""
+    "D1mr" + "D1mw" as "D1m": first-level data-cache misses, "DLmr" + "DLmw" as "L2m": data misses of
+    callgrind's last level, simulated as this machine's L2 (`second_level`), "Bcm" + "Bim" as "Bm":
+    mispredicted branches}, and "last_level": that level's (bytes, ways, from the machine); None where
+    valgrind is not installed."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
+    size, ways, line, measured = second_level()
     running = {}
     for name in ("plain", "shaped"):
         out_file = RESULTS / f"callgrind-{name}.out"
         running[name] = (out_file, subprocess.Popen(
-            [valgrind, "--tool=callgrind", "--cache-sim=yes", "--branch-sim=yes", "--LL=524288,16,64",
+            [valgrind, "--tool=callgrind", "--cache-sim=yes", "--branch-sim=yes", f"--LL={size},{ways},{line}",
              f"--callgrind-out-file={out_file}",
              sys.executable, "-m", "sessionizer", *wallet_replay(name, data, RESULTS / f"wallet-out-{name}-callgrind")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
@@ -308,12 +310,39 @@ def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
         counts[name] = {"Ir": totals["Ir"], "I1mr": totals["I1mr"], "D1m": totals["D1mr"] + totals["D1mw"],
                         "L2m": totals["DLmr"] + totals["DLmw"], "Bm": totals["Bcm"] + totals["Bim"]}
         out_file.unlink()
+    counts["last_level"] = {"bytes": size, "ways": ways, "from_machine": measured}
     return counts
+
+
+def second_level() -> tuple[int, int, int, bool]:
+    """(size, ways, line size, read from this machine) of one core's L2, as sysfs describes it; where it
+    cannot be read, or callgrind could not simulate it (it needs a power of two sets), 512 KiB, 16 ways,
+    64-byte lines. The level below it (L3) is shared and much slower to reach: the L2 misses are the
+    ones that follow wall time."""
+    def read(index: Path, name: str) -> str:
+        return (index / name).read_text().strip()
+
+    try:
+        for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if read(index, "level") == "2" and read(index, "type") in ("Unified", "Data"):
+                size_text = read(index, "size")
+                size = int(size_text[:-1]) * 1024 if size_text.endswith("K") else int(size_text)
+                ways, line = int(read(index, "ways_of_associativity")), int(read(index, "coherency_line_size"))
+                sets = size // (ways * line)
+                if sets > 0 and sets & (sets - 1) == 0 and sets * ways * line == size:
+                    return size, ways, line, True
+    except (OSError, ValueError):
+        pass
+    return 512 * 1024, 16, 64, False
 
 
 def write_shapes_section(r: dict) -> None:
     s = r["shapes"]
     c = s.get("instructions") or {}
+    level = c.get("last_level", {"bytes": 512 * 1024, "from_machine": False})
+    level_name = (f"a {level['bytes'] // 1024:,} KiB second level ("
+                  + ("this machine's L2, a core's" if level["from_machine"] else "this machine's L2 could not be read")
+                  + "; callgrind's last level, set so)")
     low, high = s["ratio_middle_half"]
 
     def ratio(event: str) -> float:  # shaped / plain, in callgrind's counts
@@ -361,8 +390,8 @@ def write_shapes_section(r: dict) -> None:
             f"{ratio('I1mr'):.2f}x as often (more code runs per record: {c['plain']['I1mr'] / 1e6:.1f} M against "
             f"{c['shaped']['I1mr'] / 1e6:.1f} M; a count that also moves with where the linker puts the code, from "
             f"one build to another), the first-level data cache {ratio('D1m'):.2f}x "
-            f"({c['plain']['D1m'] / 1e6:.1f} M against {c['shaped']['D1m'] / 1e6:.1f} M), a 512 KiB second level "
-            f"(this machine's L2) {ratio('L2m'):.2f}x ({c['plain']['L2m'] / 1e6:.2f} M against "
+            f"({c['plain']['D1m'] / 1e6:.1f} M against {c['shaped']['D1m'] / 1e6:.1f} M), {level_name} "
+            f"{ratio('L2m'):.2f}x ({c['plain']['L2m'] / 1e6:.2f} M against "
             f"{c['shaped']['L2m'] / 1e6:.2f} M: the misses that follow wall time most closely here) and mispredicts "
             f"branches {ratio('Bm'):.2f}x ({c['plain']['Bm'] / 1e6:.1f} M against {c['shaped']['Bm'] / 1e6:.1f} M)."]),
         "<!-- shapes-bench:end -->",
