@@ -216,7 +216,9 @@ def bench_shapes(data: Path) -> dict:
     result["ratio_middle_half"] = [round(quartiles[0], 2), round(quartiles[2], 2)]
     for name in ("types", "id"):  # where the difference comes from
         result[f"{name}_ratio"] = ratio(name, 0)
-    result["instructions"] = instruction_counts(data)
+    size, ways, line, from_machine = second_level()
+    result["last_level"] = {"bytes": size, "from_machine": from_machine}
+    result["instructions"] = instruction_counts(data, (size, ways, line))
     for name, times in runs.items():
         out_dir = RESULTS / f"wallet-out-{name}"
         result[name] = {
@@ -279,18 +281,17 @@ def bench_hot(data: Path) -> dict:
             "reference": reference}
 
 
-def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
+def instruction_counts(data: Path, level: tuple[int, int, int]) -> dict[str, dict[str, int]] | None:
     """What each job executes in valgrind's callgrind, with its cache and branch simulation: the same
     counts on every run, however busy the machine. For plain and shaped (run side by side: a count is
     the same either way), each as {"Ir": instructions, "I1mr": first-level instruction-cache misses,
     "D1mr" + "D1mw" as "D1m": first-level data-cache misses, "DLmr" + "DLmw" as "L2m": data misses of
-    callgrind's last level, simulated as this machine's L2 (`second_level`), "Bcm" + "Bim" as "Bm":
-    mispredicted branches}, and "last_level": that level's (bytes, ways, from the machine); None where
-    valgrind is not installed."""
+    callgrind's last level, simulated as `level` (size, ways, line: `second_level`), "Bcm" + "Bim" as
+    "Bm": mispredicted branches}; None where valgrind is not installed."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
-    size, ways, line, measured = second_level()
+    size, ways, line = level
     running = {}
     for name in ("plain", "shaped"):
         out_file = RESULTS / f"callgrind-{name}.out"
@@ -310,7 +311,6 @@ def instruction_counts(data: Path) -> dict[str, dict[str, int]] | None:
         counts[name] = {"Ir": totals["Ir"], "I1mr": totals["I1mr"], "D1m": totals["D1mr"] + totals["D1mw"],
                         "L2m": totals["DLmr"] + totals["DLmw"], "Bm": totals["Bcm"] + totals["Bim"]}
         out_file.unlink()
-    counts["last_level"] = {"bytes": size, "ways": ways, "from_machine": measured}
     return counts
 
 
@@ -339,7 +339,7 @@ def second_level() -> tuple[int, int, int, bool]:
 def write_shapes_section(r: dict) -> None:
     s = r["shapes"]
     c = s.get("instructions") or {}
-    level = c.get("last_level", {"bytes": 512 * 1024, "from_machine": False})
+    level = s["last_level"]
     level_name = (f"a {level['bytes'] // 1024:,} KiB second level ("
                   + ("this machine's L2, a core's" if level["from_machine"] else "this machine's L2 could not be read")
                   + "; callgrind's last level, set so)")
